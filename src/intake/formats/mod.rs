@@ -1,0 +1,83 @@
+//! Payload formats: each turns a raw webhook body into the images it pushes
+//! and the things it ignores, with a reason for each.
+
+use serde::Serialize;
+
+use crate::config::PayloadFormat;
+use crate::domain::ImageRef;
+
+pub mod cloudevents;
+pub mod distribution;
+pub mod harbor;
+
+/// What one webhook body says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedWebhook {
+    /// The sender's own id for this delivery, when the format has one
+    /// (CloudEvents `id`); used to answer redeliveries as duplicates.
+    pub delivery_id: Option<String>,
+    pub images: Vec<PushedImage>,
+    pub ignored: Vec<Ignored>,
+}
+
+/// A tagged image the webhook reports as pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedImage {
+    pub image: ImageRef,
+    /// Registry host taken from the payload (`resource_url`, `request.host`);
+    /// the default `instance_url` for instance images.
+    pub registry_host: Option<String>,
+}
+
+/// Something in the webhook that is deliberately not scanned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ignored {
+    pub reason: IgnoreReason,
+    /// What was ignored, in words: an event type, `repo@digest`, an image.
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoreReason {
+    /// The event is not an image push (delete, pull, scan finished, …).
+    NotAPush,
+    /// Pushed by digest only: HSS scans by tag, so there is nothing to name.
+    PushByDigest,
+    /// A push without any tag or digest (e.g. a blob upload).
+    Untagged,
+    /// The source's include/exclude globs reject the image.
+    FilteredOut,
+}
+
+impl IgnoreReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoreReason::NotAPush => "not_a_push",
+            IgnoreReason::PushByDigest => "push_by_digest",
+            IgnoreReason::Untagged => "untagged",
+            IgnoreReason::FilteredOut => "filtered_out",
+        }
+    }
+}
+
+/// The body is not something this format can read: 400 for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("payload does not have the {format} shape: {detail}")]
+    Shape {
+        format: &'static str,
+        detail: String,
+    },
+}
+
+/// Parses `body` as `format`.
+pub fn parse(format: PayloadFormat, body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
+    match format {
+        PayloadFormat::Harbor => harbor::parse(body),
+        PayloadFormat::Cloudevents => cloudevents::parse(body),
+        PayloadFormat::Distribution => distribution::parse(body),
+    }
+}

@@ -1,0 +1,21 @@
+//! swr-scan-bridge: SWR push webhooks in, batched HSS image scans out.
+//!
+//! # Layout
+//!
+//! The modules follow one image from push to scan:
+//!
+//! - [`config`], [`secret`]: layered settings and secrets that never leak.
+//! - [`domain`]: images, partitions, scan targets: the shared vocabulary.
+//! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
+//! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
+//! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
+//! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
+//! - [`clock`]: one notion of "now" for stores and batcher.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod hss;
+pub mod intake;
+pub mod secret;
+pub mod store;

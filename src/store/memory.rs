@@ -1,0 +1,378 @@
+//! An in-process [`Store`]: the reference semantics in plain Rust, used by unit
+//! tests (it runs under tokio's paused clock) and by `store.url = "memory://"`.
+//! It is not durable: a restart forgets everything, so never use it in production.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::{
+    BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts,
+    Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
+};
+use crate::domain::{ImageRef, Partition, ScanTarget};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: i64,
+    /// Row id → row; ids grow, so iteration order is enqueue order.
+    images: BTreeMap<i64, Row>,
+    batches: BTreeMap<i64, Batch>,
+    dead_letters: BTreeMap<i64, DeadLetter>,
+    deliveries: HashMap<DeliveryKey, Millis>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    partition: Partition,
+    image: ImageRef,
+    instance_url: Option<String>,
+    enqueued_at: Millis,
+    batch_id: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    partition: Partition,
+    owner: Option<String>,
+    lease_until: Option<Millis>,
+    next_attempt_at: Millis,
+    attempts: u32,
+}
+
+impl State {
+    fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn insert_unbatched(&mut self, target: &ScanTarget, now: Millis) -> bool {
+        let already_pending = self.images.values().any(|row| {
+            row.batch_id.is_none() && row.partition == target.partition && row.image == target.image
+        });
+        if already_pending {
+            return false;
+        }
+        let id = self.next_id();
+        self.images.insert(
+            id,
+            Row {
+                partition: target.partition.clone(),
+                image: target.image.clone(),
+                instance_url: target.instance_url.clone(),
+                enqueued_at: now,
+                batch_id: None,
+            },
+        );
+        true
+    }
+
+    fn batch_images(&self, batch_id: i64) -> Vec<BatchImage> {
+        self.images
+            .values()
+            .filter(|row| row.batch_id == Some(batch_id))
+            .map(|row| BatchImage {
+                image: row.image.clone(),
+                instance_url: row.instance_url.clone(),
+            })
+            .collect()
+    }
+
+    fn lease(
+        &mut self,
+        batch_id: i64,
+        owner: &str,
+        now: Millis,
+        policy: &BatchPolicy,
+    ) -> Option<ClaimedBatch> {
+        let images = self.batch_images(batch_id);
+        let batch = self.batches.get_mut(&batch_id)?;
+        batch.owner = Some(owner.to_string());
+        batch.lease_until = Some(now + policy.lease_ms);
+        batch.attempts += 1;
+        Some(ClaimedBatch {
+            id: batch_id,
+            owner: owner.to_string(),
+            partition: batch.partition.clone(),
+            images,
+            attempt: batch.attempts,
+            lease_until: now + policy.lease_ms,
+        })
+    }
+
+    /// Unbatched images per partition: (count, oldest enqueue time).
+    fn unbatched_partitions(&self) -> BTreeMap<Partition, (usize, Millis)> {
+        let mut partitions: BTreeMap<Partition, (usize, Millis)> = BTreeMap::new();
+        for row in self.images.values().filter(|row| row.batch_id.is_none()) {
+            let entry = partitions
+                .entry(row.partition.clone())
+                .or_insert((0, row.enqueued_at));
+            entry.0 += 1;
+            entry.1 = entry.1.min(row.enqueued_at);
+        }
+        partitions
+    }
+}
+
+fn partition_due_at(count: usize, oldest: Millis, policy: &BatchPolicy) -> Millis {
+    if count >= policy.max_images {
+        Millis::MIN
+    } else {
+        oldest + policy.window_ms
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        delivery: Option<&DeliveryKey>,
+        targets: &[ScanTarget],
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(key) = delivery {
+            if state.deliveries.contains_key(key) {
+                return Ok(Enqueued::DuplicateDelivery);
+            }
+            state.deliveries.insert(key.clone(), now);
+        }
+        let mut counts = EnqueueCounts::default();
+        for target in targets {
+            if state.insert_unbatched(target, now) {
+                counts.accepted += 1;
+            } else {
+                counts.duplicates += 1;
+            }
+        }
+        Ok(Enqueued::Stored(counts))
+    }
+
+    async fn claim_batch(
+        &self,
+        owner: &str,
+        now: Millis,
+        policy: &BatchPolicy,
+    ) -> Result<Option<ClaimedBatch>, StoreError> {
+        let mut state = self.state.lock().await;
+        let reclaimable = state
+            .batches
+            .iter()
+            .filter(|(_, batch)| match batch.lease_until {
+                Some(lease_until) => lease_until <= now,
+                None => batch.next_attempt_at <= now,
+            })
+            .min_by_key(|(id, batch)| (batch.lease_until.unwrap_or(batch.next_attempt_at), **id))
+            .map(|(id, _)| *id);
+        if let Some(batch_id) = reclaimable {
+            return Ok(state.lease(batch_id, owner, now, policy));
+        }
+
+        let due = state
+            .unbatched_partitions()
+            .into_iter()
+            .filter(|(_, (count, oldest))| partition_due_at(*count, *oldest, policy) <= now)
+            .min_by_key(|(_, (_, oldest))| *oldest)
+            .map(|(partition, _)| partition);
+        let Some(partition) = due else {
+            return Ok(None);
+        };
+        let batch_id = state.next_id();
+        let members: Vec<i64> = state
+            .images
+            .iter()
+            .filter(|(_, row)| row.batch_id.is_none() && row.partition == partition)
+            .take(policy.max_images)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in members {
+            if let Some(row) = state.images.get_mut(&id) {
+                row.batch_id = Some(batch_id);
+            }
+        }
+        state.batches.insert(
+            batch_id,
+            Batch {
+                partition,
+                owner: None,
+                lease_until: None,
+                next_attempt_at: now,
+                attempts: 0,
+            },
+        );
+        Ok(state.lease(batch_id, owner, now, policy))
+    }
+
+    async fn next_due(
+        &self,
+        _now: Millis,
+        policy: &BatchPolicy,
+    ) -> Result<Option<Millis>, StoreError> {
+        let state = self.state.lock().await;
+        let batches = state
+            .batches
+            .values()
+            .map(|batch| batch.lease_until.unwrap_or(batch.next_attempt_at));
+        let partitions = state
+            .unbatched_partitions()
+            .into_values()
+            .map(|(count, oldest)| partition_due_at(count, oldest, policy));
+        Ok(batches.chain(partitions).min())
+    }
+
+    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        state.batches.remove(&batch.id);
+        state.images.retain(|_, row| row.batch_id != Some(batch.id));
+        Ok(())
+    }
+
+    async fn release_for_retry(
+        &self,
+        batch: &ClaimedBatch,
+        not_before: Millis,
+        _last_error: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(stored) = state.batches.get_mut(&batch.id)
+            && stored.owner.as_deref() == Some(batch.owner.as_str())
+        {
+            stored.owner = None;
+            stored.lease_until = None;
+            stored.next_attempt_at = not_before;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        batch: &ClaimedBatch,
+        cause: &DeadLetterCause,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(stored) = state.batches.remove(&batch.id) else {
+            return Ok(());
+        };
+        let images = state.batch_images(batch.id);
+        state.images.retain(|_, row| row.batch_id != Some(batch.id));
+        let id = state.next_id();
+        state.dead_letters.insert(
+            id,
+            DeadLetter {
+                id,
+                partition: stored.partition,
+                images,
+                cause: cause.clone(),
+                attempts: stored.attempts,
+                failed_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    async fn pending(&self, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
+        let state = self.state.lock().await;
+        let mut rows: Vec<PendingImage> = state
+            .images
+            .values()
+            .map(|row| PendingImage {
+                partition: row.partition.clone(),
+                image: row.image.clone(),
+                instance_url: row.instance_url.clone(),
+                enqueued_at: row.enqueued_at,
+                batch_id: row.batch_id,
+            })
+            .collect();
+        rows.sort_by_key(|row| row.enqueued_at);
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .dead_letters
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn retry_dead_letter(
+        &self,
+        id: i64,
+        now: Millis,
+    ) -> Result<Option<EnqueueCounts>, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(letter) = state.dead_letters.remove(&id) else {
+            return Ok(None);
+        };
+        let mut counts = EnqueueCounts::default();
+        for image in &letter.images {
+            let target = ScanTarget {
+                partition: letter.partition.clone(),
+                image: image.image.clone(),
+                instance_url: image.instance_url.clone(),
+            };
+            if state.insert_unbatched(&target, now) {
+                counts.accepted += 1;
+            } else {
+                counts.duplicates += 1;
+            }
+        }
+        Ok(Some(counts))
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let state = self.state.lock().await;
+        Ok(StoreStats {
+            pending_images: state.images.len() as u64,
+            oldest_enqueued_at: state.images.values().map(|row| row.enqueued_at).min(),
+            batches_in_flight: state
+                .batches
+                .values()
+                .filter(|batch| batch.lease_until.is_some())
+                .count() as u64,
+            dead_letters: state.dead_letters.len() as u64,
+        })
+    }
+
+    async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let before = state.deliveries.len();
+        state.deliveries.retain(|_, seen_at| *seen_at >= cutoff);
+        Ok((before - state.deliveries.len()) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_meets_the_store_contract() {
+        super::super::conformance::run_all(|| async { MemoryStore::new() }).await;
+    }
+}
