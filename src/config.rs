@@ -56,6 +56,9 @@ pub struct ServerSettings {
     /// `/admin/*` is disabled when absent.
     pub admin_token: Option<Secret>,
     pub shutdown_grace_ms: u64,
+    /// On shutdown, how long readiness answers 503 before the listener closes,
+    /// so load balancers stop sending first. Capped by `shutdown_grace_ms`.
+    pub drain_linger_ms: u64,
     /// actix worker threads; default: one per core.
     pub workers: Option<usize>,
 }
@@ -67,6 +70,7 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             admin_token: None,
             shutdown_grace_ms: 10_000,
+            drain_linger_ms: 1_000,
             workers: None,
         }
     }
@@ -369,6 +373,20 @@ impl Default for LogSettings {
     }
 }
 
+/// The config crate writes nested keys as `sources[0]verify`; make them `sources[0].verify`.
+fn tidy_key_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut previous = ' ';
+    for c in message.chars() {
+        if previous == ']' && (c.is_ascii_alphabetic() || c == '_') {
+            out.push('.');
+        }
+        out.push(c);
+        previous = c;
+    }
+    out
+}
+
 impl Settings {
     /// Loads `path` (TOML) with environment overrides on top, then validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -393,7 +411,7 @@ impl Settings {
             .map_err(|e| load_error(e.to_string()))?;
         let settings: Settings = raw
             .try_deserialize()
-            .map_err(|e| load_error(e.to_string()))?;
+            .map_err(|e| load_error(tidy_key_paths(&e.to_string())))?;
         settings.validate()?;
         Ok(settings)
     }

@@ -12,10 +12,17 @@
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
 //! - [`clock`]: one notion of "now" for stores and batcher.
 
+pub mod api_error;
+pub mod app_state;
+pub mod batcher;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod hss;
 pub mod intake;
+pub mod ops;
 pub mod secret;
+pub mod startup;
 pub mod store;
+pub mod telemetry;

@@ -1,1 +1,118 @@
-fn main() {}
+//! The `swr-scan-bridge` binary: parse the command line, load settings, run
+//! the chosen command. Exit codes: 0 success, 1 runtime failure, 2 bad
+//! configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use swr_scan_bridge::config::{CONFIG_PATH_ENV, Settings};
+use swr_scan_bridge::startup::{Application, StartupError};
+use swr_scan_bridge::{commands, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "swr-scan-bridge",
+    version,
+    about = "SWR push webhooks in, batched HSS image scans out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// TOML configuration file (environment overrides: SWR_SCAN_BRIDGE__SECTION__KEY).
+    #[arg(long, env = CONFIG_PATH_ENV, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service until SIGTERM/SIGINT, then drain.
+    Serve(ConfigArg),
+    /// Validate the configuration and print it with every secret redacted.
+    CheckConfig(ConfigArg),
+    /// Print the HTTP headers a sender must add for a source (for curl and tests).
+    Sign {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The source (its `name` in [[sources]]).
+        #[arg(long)]
+        source: String,
+        /// The webhook body; read from stdin when absent.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+    },
+    /// Run the whole flow locally: embedded store, stand-in HSS, sample pushes.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(ConfigArg { config }) => {
+            let settings = match load(&config) {
+                Ok(settings) => settings,
+                Err(code) => return code,
+            };
+            telemetry::init(&settings.log);
+            run_async(serve(settings))
+        }
+        Command::CheckConfig(ConfigArg { config }) => match load(&config) {
+            Ok(settings) => commands::check_config::print(&settings),
+            Err(code) => code,
+        },
+        Command::Sign {
+            config,
+            source,
+            body,
+        } => match load(&config.config) {
+            Ok(settings) => commands::sign::print(&settings, &source, body.as_deref()),
+            Err(code) => code,
+        },
+        Command::Demo => {
+            run_async(async { commands::demo::run().await.map_err(|e| e.to_string()) })
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
+    Settings::load(path).map_err(|error| {
+        eprintln!("configuration error: {error}");
+        ExitCode::from(2)
+    })
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let application = Application::build(settings).await.map_err(|error| {
+        tracing::error!(%error, "cannot start");
+        error.to_string()
+    })?;
+    application
+        .run_until_stopped()
+        .await
+        .map_err(|error: StartupError| error.to_string())
+}
+
+fn run_async(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,6 +3,10 @@
 //! TODO(hss helper): client.rs (request building, sending, classification),
 //! signer.rs (SDK-HMAC-SHA256), credentials.rs (aksk / metadata / token).
 
+pub mod client;
+
+pub use client::{HssClient, HssError};
+
 use std::time::Duration;
 
 use serde::Serialize;

@@ -3,4 +3,6 @@
 
 pub mod filter;
 pub mod formats;
+pub mod routes;
+pub mod source;
 pub mod verify;

@@ -220,3 +220,25 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets delivery ids recorded before `cutoff`; returns how many.
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError>;
 }
+
+/// Opens the backend `store.url` names, and migrates it.
+pub async fn open(
+    settings: &crate::config::StoreSettings,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::StoreLocation;
+    let location = settings
+        .location()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let store: std::sync::Arc<dyn Store> = match location {
+        StoreLocation::Sqlite(path) => {
+            std::sync::Arc::new(sqlite::SqliteStore::open(&path, settings.pool_size).await?)
+        }
+        StoreLocation::Postgres => std::sync::Arc::new(
+            postgres::PostgresStore::connect(settings.url.expose(), settings.pool_size, None)
+                .await?,
+        ),
+        StoreLocation::Memory => std::sync::Arc::new(MemoryStore::new()),
+    };
+    store.migrate().await?;
+    Ok(store)
+}

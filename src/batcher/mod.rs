@@ -1,0 +1,310 @@
+//! The batcher: claims due partitions from the store, sends each as ONE
+//! batch-scan request, and settles the outcome.
+//!
+//! Who owns what: the batcher task owns the claim loop; every claimed batch
+//! is sent by its own task (at most `max_in_flight` at once) so one slow HSS
+//! call does not hold back other partitions. The intake wakes the loop through
+//! [`BatcherHandle::wake`] after each commit; otherwise the loop sleeps until
+//! the store's next deadline (bounded by one window, to notice work that other
+//! replicas enqueued). It never busy-polls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::hss::{ScanOutcome, ScanSender};
+use crate::ops::metrics::{Metrics, status_class};
+use crate::store::{BatchPolicy, ClaimedBatch, DeadLetterCause, Millis, Store};
+
+pub mod backoff;
+
+pub use backoff::Backoff;
+
+/// After a store failure the loop waits this long before asking again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// Lets the intake (and admin flush) wake the batcher.
+#[derive(Clone, Default)]
+pub struct BatcherHandle {
+    wake: Arc<Notify>,
+}
+
+impl BatcherHandle {
+    /// New work was committed: re-read the next deadline. Wakes are coalesced.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+pub struct Batcher {
+    store: Arc<dyn Store>,
+    sender: Arc<dyn ScanSender>,
+    policy: BatchPolicy,
+    backoff: Backoff,
+    clock: Clock,
+    owner: String,
+    handle: BatcherHandle,
+    metrics: Metrics,
+    in_flight: Arc<Semaphore>,
+}
+
+/// How many batches one replica sends at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+impl Batcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        sender: Arc<dyn ScanSender>,
+        policy: BatchPolicy,
+        backoff: Backoff,
+        clock: Clock,
+        owner: String,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            sender,
+            policy,
+            backoff,
+            clock,
+            owner,
+            handle: BatcherHandle::default(),
+            metrics,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    pub fn handle(&self) -> BatcherHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until `stop` turns true, then returns without waiting for sends
+    /// in flight (see [`Batcher::drain`]).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut sends = JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let pause = match self.dispatch_due(&mut sends, self.policy).await {
+                Ok(()) => self.sleep_until_next_due().await,
+                Err(()) => STORE_ERROR_PAUSE,
+            };
+            // Reap finished sends so the set does not grow.
+            while sends.try_join_next().is_some() {}
+            tokio::select! {
+                _ = self.handle.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Sends already started keep their leases; hand them to the drain.
+        sends.detach_all();
+    }
+
+    /// Sends everything due under `policy` and waits for those sends, until
+    /// nothing is due or `deadline` passes. Used at shutdown and by `/admin/flush`.
+    /// Returns the number of batches sent.
+    pub async fn drain(&self, policy: BatchPolicy, deadline: tokio::time::Instant) -> usize {
+        let mut sent = 0;
+        let result = tokio::time::timeout_at(deadline, async {
+            loop {
+                let now = self.clock.now_ms();
+                match self.store.claim_batch(&self.owner, now, &policy).await {
+                    Ok(Some(batch)) => {
+                        self.send(batch).await;
+                        sent += 1;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.store_error("claim_batch", &error);
+                        break;
+                    }
+                }
+            }
+            // Sends started by the run loop finish too: holding every permit
+            // means none is in flight any more.
+            let _ = self.in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+        })
+        .await;
+        if result.is_err() {
+            tracing::warn!(sent, "drain deadline reached; the rest stays in the store");
+        }
+        sent
+    }
+
+    /// Claims every batch due now and spawns its send. `Err` on store failure.
+    async fn dispatch_due(
+        self: &Arc<Self>,
+        sends: &mut JoinSet<()>,
+        policy: BatchPolicy,
+    ) -> Result<(), ()> {
+        loop {
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            let now = self.clock.now_ms();
+            match self.store.claim_batch(&self.owner, now, &policy).await {
+                Ok(Some(batch)) => {
+                    let batcher = Arc::clone(self);
+                    sends.spawn(async move {
+                        batcher.send(batch).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    self.store_error("claim_batch", &error);
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// How long to sleep before the next batch could be due.
+    async fn sleep_until_next_due(&self) -> Duration {
+        let idle = Duration::from_millis(self.policy.window_ms.max(1) as u64);
+        let now = self.clock.now_ms();
+        match self.store.next_due(now, &self.policy).await {
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now).clamp(0, idle.as_millis() as Millis) as u64)
+            }
+            Ok(None) => idle,
+            Err(error) => {
+                self.store_error("next_due", &error);
+                STORE_ERROR_PAUSE
+            }
+        }
+    }
+
+    /// One HSS call for one claimed batch, then settle it in the store.
+    async fn send(&self, batch: ClaimedBatch) {
+        let started = Instant::now();
+        let outcome = self
+            .sender
+            .batch_scan(&batch.partition, &batch.images)
+            .await;
+        let elapsed = started.elapsed();
+        let status = match &outcome {
+            ScanOutcome::Accepted { status, .. } => Some(*status),
+            ScanOutcome::Retryable { status, .. } | ScanOutcome::Permanent { status, .. } => {
+                *status
+            }
+        };
+        let class = status_class(status);
+        self.metrics.hss_requests.with_label_values(&[class]).inc();
+        self.metrics
+            .hss_request_seconds
+            .with_label_values(&[class])
+            .observe(elapsed.as_secs_f64());
+
+        let settled = match &outcome {
+            ScanOutcome::Accepted { request_id, .. } => {
+                tracing::info!(
+                    batch_id = batch.id,
+                    partition = %batch.partition,
+                    images = batch.images.len(),
+                    attempt = batch.attempt,
+                    status,
+                    hss_request_id = request_id.as_deref().unwrap_or(""),
+                    duration_ms = elapsed.as_millis() as u64,
+                    "batch accepted by HSS"
+                );
+                self.metrics.batches.with_label_values(&["accepted"]).inc();
+                self.metrics
+                    .batch_size
+                    .with_label_values(&[batch.partition.image_type.as_str()])
+                    .observe(batch.images.len() as f64);
+                self.store
+                    .complete(&batch)
+                    .await
+                    .map_err(|e| ("complete", e))
+            }
+            ScanOutcome::Retryable {
+                reason,
+                retry_after,
+                request_id,
+                ..
+            } => {
+                let delay = self.backoff.delay(batch.attempt, *retry_after);
+                tracing::warn!(
+                    batch_id = batch.id,
+                    partition = %batch.partition,
+                    images = batch.images.len(),
+                    attempt = batch.attempt,
+                    status,
+                    hss_request_id = request_id.as_deref().unwrap_or(""),
+                    duration_ms = elapsed.as_millis() as u64,
+                    retry_in_ms = delay.as_millis() as u64,
+                    reason = %reason,
+                    "batch will be retried"
+                );
+                self.metrics.batches.with_label_values(&["retry"]).inc();
+                self.metrics.retries.inc();
+                let not_before = self.clock.now_ms() + delay.as_millis() as Millis;
+                self.store
+                    .release_for_retry(&batch, not_before, reason)
+                    .await
+                    .map_err(|e| ("release_for_retry", e))
+            }
+            ScanOutcome::Permanent {
+                error_code,
+                error_msg,
+                request_id,
+                ..
+            } => {
+                tracing::error!(
+                    batch_id = batch.id,
+                    partition = %batch.partition,
+                    images = batch.images.len(),
+                    attempt = batch.attempt,
+                    status,
+                    hss_request_id = request_id.as_deref().unwrap_or(""),
+                    duration_ms = elapsed.as_millis() as u64,
+                    error_code = error_code.as_deref().unwrap_or(""),
+                    error_msg = %error_msg,
+                    "batch refused by HSS; moved to dead letters"
+                );
+                self.metrics
+                    .batches
+                    .with_label_values(&["dead_letter"])
+                    .inc();
+                self.metrics
+                    .dead_lettered_images
+                    .inc_by(batch.images.len() as u64);
+                let cause = DeadLetterCause {
+                    http_status: status,
+                    error_code: error_code.clone(),
+                    error_msg: error_msg.clone(),
+                    request_id: request_id.clone(),
+                };
+                self.store
+                    .dead_letter(&batch, &cause, self.clock.now_ms())
+                    .await
+                    .map_err(|e| ("dead_letter", e))
+            }
+        };
+        if let Err((operation, error)) = settled {
+            // The lease will lapse and the batch will be sent again: at least once.
+            self.store_error(operation, &error);
+        }
+        // The queue changed (a retry time was set, a partition emptied): the
+        // loop's current sleep may be too long now.
+        self.handle.wake();
+    }
+
+    fn store_error(&self, operation: &str, error: &crate::store::StoreError) {
+        self.metrics
+            .store_errors
+            .with_label_values(&[operation])
+            .inc();
+        tracing::error!(operation, error = %error, "store operation failed in the batcher");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! Batcher behaviour under tokio's paused clock: windows, size limits, retries
+//! and dead letters, with a scripted HSS and the in-memory store.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
+use crate::store::{
+    BatchImage, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, MemoryStore, StoreError,
+    StoreStats,
+};
+
+const T0: Millis = 1_800_000_000_000;
+
+/// An HSS stand-in: answers from a script (then `Accepted`), records each call
+/// with the paused-clock time it arrived.
+#[derive(Default)]
+struct ScriptedHss {
+    script: Mutex<VecDeque<ScanOutcome>>,
+    calls: Mutex<Vec<(tokio::time::Instant, Partition, Vec<BatchImage>)>>,
+}
+
+impl ScriptedHss {
+    fn answering(outcomes: Vec<ScanOutcome>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(outcomes.into()),
+            calls: Mutex::default(),
+        })
+    }
+
+    fn calls(&self) -> Vec<(tokio::time::Instant, Partition, Vec<BatchImage>)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl ScanSender for ScriptedHss {
+    async fn batch_scan(&self, partition: &Partition, images: &[BatchImage]) -> ScanOutcome {
+        self.calls.lock().unwrap().push((
+            tokio::time::Instant::now(),
+            partition.clone(),
+            images.to_vec(),
+        ));
+        self.script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(ScanOutcome::Accepted {
+                status: 200,
+                request_id: None,
+            })
+    }
+}
+
+/// Counts how often the batcher asks the store for its next deadline.
+struct CountingStore {
+    inner: MemoryStore,
+    next_due_calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn enqueue(
+        &self,
+        delivery: Option<&DeliveryKey>,
+        targets: &[ScanTarget],
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        self.inner.enqueue(delivery, targets, now).await
+    }
+    async fn claim_batch(
+        &self,
+        owner: &str,
+        now: Millis,
+        policy: &BatchPolicy,
+    ) -> Result<Option<ClaimedBatch>, StoreError> {
+        self.inner.claim_batch(owner, now, policy).await
+    }
+    async fn next_due(
+        &self,
+        now: Millis,
+        policy: &BatchPolicy,
+    ) -> Result<Option<Millis>, StoreError> {
+        self.next_due_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.next_due(now, policy).await
+    }
+    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
+        self.inner.complete(batch).await
+    }
+    async fn release_for_retry(
+        &self,
+        batch: &ClaimedBatch,
+        not_before: Millis,
+        last_error: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .release_for_retry(batch, not_before, last_error)
+            .await
+    }
+    async fn dead_letter(
+        &self,
+        batch: &ClaimedBatch,
+        cause: &DeadLetterCause,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner.dead_letter(batch, cause, now).await
+    }
+    async fn pending(&self, limit: usize) -> Result<Vec<crate::store::PendingImage>, StoreError> {
+        self.inner.pending(limit).await
+    }
+    async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::DeadLetter>, StoreError> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn retry_dead_letter(
+        &self,
+        id: i64,
+        now: Millis,
+    ) -> Result<Option<EnqueueCounts>, StoreError> {
+        self.inner.retry_dead_letter(id, now).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        self.inner.prune_deliveries(cutoff).await
+    }
+}
+
+struct Harness {
+    store: Arc<CountingStore>,
+    hss: Arc<ScriptedHss>,
+    clock: Clock,
+    handle: BatcherHandle,
+    stop: watch::Sender<bool>,
+    started: tokio::time::Instant,
+}
+
+const POLICY: BatchPolicy = BatchPolicy {
+    window_ms: 2_000,
+    max_images: 100,
+    lease_ms: 60_000,
+};
+
+fn start(hss: Arc<ScriptedHss>) -> Harness {
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        next_due_calls: AtomicUsize::new(0),
+    });
+    let clock = Clock::starting_at(T0);
+    let batcher = Arc::new(Batcher::new(
+        store.clone(),
+        hss.clone(),
+        POLICY,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        clock,
+        "test-worker".into(),
+        Metrics::new().unwrap(),
+    ));
+    let handle = batcher.handle();
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(batcher.run(stop_rx));
+    Harness {
+        store,
+        hss,
+        clock,
+        handle,
+        stop,
+        started: tokio::time::Instant::now(),
+    }
+}
+
+fn target(instance: &str, tag: &str) -> ScanTarget {
+    ScanTarget {
+        partition: Partition {
+            image_type: ImageType::InstanceImage,
+            instance_id: Some(instance.into()),
+            enterprise_project_id: None,
+        },
+        image: ImageRef::new("team-a", "api", tag),
+        instance_url: Some("ee.example.com".into()),
+    }
+}
+
+impl Harness {
+    async fn push(&self, targets: &[ScanTarget]) {
+        self.store
+            .enqueue(None, targets, self.clock.now_ms())
+            .await
+            .unwrap();
+        self.handle.wake();
+    }
+
+    /// Milliseconds after start at which each HSS call arrived.
+    fn call_times(&self) -> Vec<u128> {
+        self.hss
+            .calls()
+            .iter()
+            .map(|(at, _, _)| (*at - self.started).as_millis())
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_of_pushes_leaves_as_one_request_when_the_oldest_has_waited() {
+    let h = start(ScriptedHss::answering(vec![]));
+    h.push(&[target("i1", "v1")]).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    h.push(&[target("i1", "v2"), target("i1", "v3")]).await;
+    tokio::time::sleep(Duration::from_millis(499)).await;
+    assert!(h.hss.calls().is_empty(), "sent before the window ended");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let calls = h.hss.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].2.len(), 3);
+    assert_eq!(h.call_times(), vec![2_000]);
+    assert_eq!(h.store.stats().await.unwrap().pending_images, 0);
+    h.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_partition_leaves_at_once_and_partitions_travel_apart() {
+    let h = start(ScriptedHss::answering(vec![]));
+    let full: Vec<ScanTarget> = (0..100).map(|i| target("i1", &format!("v{i}"))).collect();
+    h.push(&full).await;
+    h.push(&[target("i2", "v1")]).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.call_times(), vec![0], "the full partition did not wait");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let calls = h.hss.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].2.len(), 100);
+    assert_eq!(calls[1].1.instance_id.as_deref(), Some("i2"));
+    h.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_failures_back_off_and_then_deliver() {
+    let unavailable = || ScanOutcome::Retryable {
+        status: Some(503),
+        reason: "HTTP 503".into(),
+        retry_after: None,
+        request_id: None,
+    };
+    let h = start(ScriptedHss::answering(vec![unavailable(), unavailable()]));
+    h.push(&[target("i1", "v1")]).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let times = h.call_times();
+    assert_eq!(times.len(), 3, "two failures then success: {times:?}");
+    // Full jitter: first retry within 1 s, second within 2 s of the failure.
+    assert!(times[1] - times[0] <= 1_000, "{times:?}");
+    assert!(times[2] - times[1] <= 2_000, "{times:?}");
+    let stats = h.store.stats().await.unwrap();
+    assert_eq!(stats.pending_images, 0);
+    assert_eq!(stats.dead_letters, 0);
+    h.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let h = start(ScriptedHss::answering(vec![ScanOutcome::Retryable {
+        status: Some(429),
+        reason: "HTTP 429 APIG.0308".into(),
+        retry_after: Some(Duration::from_secs(30)),
+        request_id: Some("r1".into()),
+    }]));
+    h.push(&[target("i1", "v1")]).await;
+    tokio::time::sleep(Duration::from_millis(31_900)).await;
+    assert_eq!(h.hss.calls().len(), 1, "retried before Retry-After");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.call_times(), vec![2_000, 32_000]);
+    h.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_become_dead_letters_without_retry() {
+    let h = start(ScriptedHss::answering(vec![ScanOutcome::Permanent {
+        status: Some(400),
+        error_code: Some("HSS.0004".into()),
+        error_msg: "bad image_info_list".into(),
+        request_id: Some("req-9".into()),
+    }]));
+    h.push(&[target("i1", "v1"), target("i1", "v2")]).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.hss.calls().len(), 1);
+    let letters = h.store.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].images.len(), 2);
+    assert_eq!(letters[0].cause.error_code.as_deref(), Some("HSS.0004"));
+    assert_eq!(letters[0].cause.request_id.as_deref(), Some("req-9"));
+    assert_eq!(letters[0].cause.http_status, Some(400));
+    h.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_batcher_sleeps_instead_of_polling() {
+    let h = start(ScriptedHss::answering(vec![]));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Idle: one look per window at most (other replicas may have enqueued).
+    let looks = h.store.next_due_calls.load(Ordering::SeqCst);
+    assert!(looks <= 31, "{looks} store reads in 60 s idle");
+    h.stop.send(true).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_sends_what_is_due_and_leaves_the_rest() {
+    let hss = ScriptedHss::answering(vec![]);
+    let store = Arc::new(MemoryStore::new());
+    let clock = Clock::starting_at(T0);
+    let batcher = Batcher::new(
+        store.clone(),
+        hss.clone(),
+        POLICY,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        clock,
+        "drainer".into(),
+        Metrics::new().unwrap(),
+    );
+    store
+        .enqueue(None, &[target("i1", "old")], T0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    store
+        .enqueue(None, &[target("i2", "new")], clock.now_ms())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    assert_eq!(batcher.drain(POLICY, deadline).await, 1);
+    assert_eq!(store.stats().await.unwrap().pending_images, 1);
+    // A flush sends everything regardless of windows.
+    assert_eq!(batcher.drain(POLICY.flush_now(), deadline).await, 1);
+    assert_eq!(store.stats().await.unwrap().pending_images, 0);
+    assert_eq!(hss.calls().len(), 2);
+}

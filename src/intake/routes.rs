@@ -1,0 +1,259 @@
+//! `POST /webhooks/{source}`: verify → parse → filter → store → 202.
+//!
+//! The answer is 202 only after the store committed every image, so a sender
+//! that gets 202 may forget the push. Every outcome is one log line and one
+//! metrics increment.
+
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::formats::{self, IgnoreReason, Ignored};
+use super::source::Source;
+use crate::api_error::ApiError;
+use crate::app_state::AppState;
+use crate::store::{DeliveryKey, EnqueueCounts, Enqueued};
+use crate::telemetry::RequestId;
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub reasons: Vec<Ignored>,
+}
+
+pub async fn receive_webhook(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    request_id: web::ReqData<RequestId>,
+) -> Result<HttpResponse, ApiError> {
+    let source_name = path.into_inner();
+    let outcome = handle(&request, &source_name, payload, &state).await;
+    // Unknown names are attacker-chosen: never let them become label values.
+    let source_label = if state.sources.contains_key(&source_name) {
+        source_name.as_str()
+    } else {
+        "unknown"
+    };
+    match &outcome {
+        Ok(answer) => {
+            let kind = if answer.accepted > 0 {
+                "accepted"
+            } else if answer.duplicates > 0 {
+                "duplicate"
+            } else {
+                "ignored"
+            };
+            state
+                .metrics
+                .webhooks
+                .with_label_values(&[source_label, kind, ""])
+                .inc();
+            record_images(&state, source_label, answer);
+            tracing::info!(
+                request_id = %request_id.as_str(),
+                source = source_label,
+                outcome = kind,
+                accepted = answer.accepted,
+                duplicates = answer.duplicates,
+                ignored = answer.ignored,
+                "webhook"
+            );
+        }
+        Err(error) => {
+            state
+                .metrics
+                .webhooks
+                .with_label_values(&[source_label, "rejected", error.code()])
+                .inc();
+            tracing::warn!(
+                request_id = %request_id.as_str(),
+                source = source_label,
+                outcome = "rejected",
+                code = error.code(),
+                error = %error,
+                "webhook"
+            );
+        }
+    }
+    outcome.map(|answer| HttpResponse::Accepted().json(answer))
+}
+
+fn record_images(state: &AppState, source: &str, answer: &Accepted) {
+    let images = &state.metrics.images;
+    images
+        .with_label_values(&[source, "accepted", ""])
+        .inc_by(answer.accepted as u64);
+    images
+        .with_label_values(&[source, "duplicate", ""])
+        .inc_by(answer.duplicates as u64);
+    for ignored in &answer.reasons {
+        images
+            .with_label_values(&[source, "ignored", ignored.reason.as_str()])
+            .inc();
+    }
+}
+
+async fn handle(
+    request: &HttpRequest,
+    source_name: &str,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Accepted, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let source = state
+        .sources
+        .get(source_name)
+        .ok_or_else(|| ApiError::UnknownSource(printable(source_name)))?;
+    if !source.admit_request() {
+        return Err(ApiError::RateLimited(source.name().to_string()));
+    }
+    require_json(request)?;
+    let body = read_body(request, payload, state.max_body_bytes).await?;
+    if body.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+    let now_ms = state.clock.now_ms();
+    let verified = source
+        .verifier
+        .verify(request.headers(), &body, now_ms.div_euclid(1000))?;
+    let parsed = formats::parse(source.settings.format, &body)?;
+
+    let mut reasons = parsed.ignored;
+    let mut targets = Vec::with_capacity(parsed.images.len());
+    for pushed in parsed.images {
+        if source.filter.admits(&pushed.image) {
+            targets.push(source.scan_target(pushed));
+        } else {
+            reasons.push(Ignored {
+                reason: IgnoreReason::FilteredOut,
+                subject: pushed.image.to_string(),
+            });
+        }
+    }
+
+    let delivery = verified
+        .delivery_id
+        .or(parsed.delivery_id)
+        .map(|id| DeliveryKey {
+            source: source.name().to_string(),
+            id,
+        });
+    let counts = store_targets(source, state, delivery.as_ref(), &targets, now_ms).await?;
+    if counts.accepted > 0 {
+        state.wake_batcher.wake();
+    }
+    Ok(Accepted {
+        accepted: counts.accepted,
+        duplicates: counts.duplicates,
+        ignored: reasons.len(),
+        reasons,
+    })
+}
+
+async fn store_targets(
+    source: &Source,
+    state: &AppState,
+    delivery: Option<&DeliveryKey>,
+    targets: &[crate::domain::ScanTarget],
+    now_ms: i64,
+) -> Result<EnqueueCounts, ApiError> {
+    match state.store.enqueue(delivery, targets, now_ms).await {
+        Ok(Enqueued::Stored(counts)) => Ok(counts),
+        // A redelivery: everything it names was stored the first time.
+        Ok(Enqueued::DuplicateDelivery) => Ok(EnqueueCounts {
+            accepted: 0,
+            duplicates: targets.len(),
+        }),
+        Err(error) => {
+            state
+                .metrics
+                .store_errors
+                .with_label_values(&["enqueue"])
+                .inc();
+            tracing::error!(source = source.name(), error = %error, "cannot store webhook images");
+            Err(error.into())
+        }
+    }
+}
+
+/// JSON only: `application/json`, or any `application/…+json` such as
+/// `application/cloudevents+json`.
+fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else if content_type.is_empty() {
+        Err(ApiError::UnsupportedMediaType("no Content-Type".into()))
+    } else {
+        Err(ApiError::UnsupportedMediaType(printable(&content_type)))
+    }
+}
+
+/// Reads at most `limit` bytes; refuses early when Content-Length says more.
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if let Some(size) = declared
+        && size > limit
+    {
+        return Err(ApiError::PayloadTooLarge { size, limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge {
+                size: body.len() + chunk.len(),
+                limit,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Echoes untrusted text safely: printable ASCII only, at most 64 characters.
+fn printable(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(64)
+        .collect();
+    if text.chars().count() > 64 {
+        format!("{cleaned}…")
+    } else {
+        cleaned
+    }
+}

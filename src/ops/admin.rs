@@ -1,0 +1,111 @@
+//! `/admin/*`: look at the queue and dead letters, retry, flush. Behind the
+//! admin bearer token (constant-time compare); without `server.admin_token`
+//! configured the routes answer 404.
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api_error::ApiError;
+use crate::app_state::AppState;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+    }
+}
+
+fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(token) = &state.admin_token else {
+        return Err(ApiError::AdminDisabled);
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.as_bytes())
+        .and_then(|value| value.strip_prefix(b"Bearer "))
+        .unwrap_or(b"");
+    if token.matches(presented) {
+        Ok(())
+    } else {
+        Err(ApiError::AdminUnauthorized)
+    }
+}
+
+pub async fn pending(
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let stats = state.store.stats().await?;
+    let images = state.store.pending(query.limit()).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "pending_images": stats.pending_images,
+        "batches_in_flight": stats.batches_in_flight,
+        "oldest_enqueued_at_ms": stats.oldest_enqueued_at,
+        "images": images,
+    })))
+}
+
+pub async fn dead_letters(
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let letters = state.store.dead_letters(query.limit()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "dead_letters": letters })))
+}
+
+pub async fn retry_dead_letter(
+    request: HttpRequest,
+    id: web::Path<i64>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let id = id.into_inner();
+    match state
+        .store
+        .retry_dead_letter(id, state.clock.now_ms())
+        .await?
+    {
+        Some(counts) => {
+            state.wake_batcher.wake();
+            tracing::info!(
+                dead_letter_id = id,
+                requeued = counts.accepted,
+                "dead letter retried"
+            );
+            Ok(HttpResponse::Ok().json(json!({
+                "id": id,
+                "requeued": counts.accepted,
+                "already_pending": counts.duplicates,
+            })))
+        }
+        None => Err(ApiError::NotFound(format!("no dead letter with id {id}"))),
+    }
+}
+
+pub async fn flush(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let batches = state
+        .batcher
+        .drain(state.policy.flush_now(), deadline)
+        .await;
+    tracing::info!(batches, "admin flush");
+    Ok(HttpResponse::Ok().json(json!({ "batches_sent": batches })))
+}

@@ -1,0 +1,270 @@
+//! Wiring: builds the store, HSS client, batcher and HTTP server from
+//! [`Settings`], runs them, and drains on SIGTERM/SIGINT.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::app_state::{AppState, DrainFlag};
+use crate::batcher::{Backoff, Batcher};
+use crate::clock::Clock;
+use crate::config::{ConfigError, Settings};
+use crate::hss::{HssClient, HssError, ScanSender};
+use crate::intake::routes::receive_webhook;
+use crate::intake::source::build_sources;
+use crate::ops::metrics::Metrics;
+use crate::ops::{admin, health};
+use crate::store::{self, BatchPolicy, Store, StoreError};
+use crate::telemetry;
+
+/// How often old delivery ids are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot build the HSS client: {0}")]
+    Hss(#[from] HssError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server failed: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// A built, listening bridge. `run_until_stopped` serves until a signal or
+/// [`Application::stopper`] asks it to drain.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    batcher_task: JoinHandle<()>,
+    stop_batcher: watch::Sender<bool>,
+    stop_requested: Arc<Notify>,
+    grace: Duration,
+    drain_linger: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let sender: Arc<dyn ScanSender> = Arc::new(HssClient::new(&settings.hss)?);
+        Self::build_with_sender(settings, sender).await
+    }
+
+    /// Like [`Application::build`] with another HSS sender (tests, benchmarks).
+    pub async fn build_with_sender(
+        settings: Settings,
+        sender: Arc<dyn ScanSender>,
+    ) -> Result<Self, StartupError> {
+        let address = settings.listen_addr()?;
+        let listener = TcpListener::bind(address).map_err(|source| StartupError::Listen {
+            address: address.to_string(),
+            source,
+        })?;
+        let port = listener.local_addr()?.port();
+        let store = open_store_with_retry(&settings).await?;
+        let sources = build_sources(&settings.sources, &settings.hss)?;
+        let metrics = Metrics::new()?;
+        let clock = Clock::new();
+        let policy = BatchPolicy {
+            window_ms: settings.batch.window_ms as i64,
+            max_images: settings.batch.max_images,
+            lease_ms: settings.store.lease_ms as i64,
+        };
+        let batcher = Arc::new(Batcher::new(
+            Arc::clone(&store),
+            sender,
+            policy,
+            Backoff::from_settings(&settings.batch),
+            clock,
+            lease_owner(),
+            metrics.clone(),
+        ));
+        let (stop_batcher, stop_rx) = watch::channel(false);
+        let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
+        tokio::spawn(prune_deliveries(
+            Arc::clone(&store),
+            clock,
+            Duration::from_secs(settings.store.delivery_retention_s),
+            stop_rx,
+        ));
+
+        let state = web::Data::new(AppState {
+            sources,
+            store,
+            wake_batcher: batcher.handle(),
+            batcher,
+            policy,
+            metrics,
+            clock,
+            max_body_bytes: settings.server.max_body_bytes,
+            admin_token: settings.server.admin_token.clone(),
+            drain: DrainFlag::default(),
+        });
+        let grace = settings.server.shutdown_grace();
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(telemetry::request_id))
+                .app_data(server_state.clone())
+                .route("/webhooks/{source}", web::post().to(receive_webhook))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(health::metrics))
+                .route("/admin/pending", web::get().to(admin::pending))
+                .route("/admin/dead-letters", web::get().to(admin::dead_letters))
+                .route(
+                    "/admin/dead-letters/{id}/retry",
+                    web::post().to(admin::retry_dead_letter),
+                )
+                .route("/admin/flush", web::post().to(admin::flush))
+        })
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1))
+        // Slow clients must not hold workers: a request's headers arrive in time or the
+        // connection is closed (slowloris).
+        .client_request_timeout(Duration::from_secs(10))
+        .client_disconnect_timeout(Duration::from_secs(2));
+        if let Some(workers) = settings.server.workers {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(
+            %address,
+            port,
+            sources = settings.sources.len(),
+            window_ms = settings.batch.window_ms,
+            max_images = settings.batch.max_images,
+            "swr-scan-bridge listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            state,
+            batcher_task,
+            stop_batcher,
+            stop_requested: Arc::new(Notify::new()),
+            grace,
+            drain_linger: Duration::from_millis(settings.server.drain_linger_ms),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Triggers the same drain as SIGTERM (tests, the demo).
+    pub fn stopper(&self) -> Arc<Notify> {
+        Arc::clone(&self.stop_requested)
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the stopper), then drains: readiness
+    /// and new webhooks answer 503 at once, due batches are flushed and
+    /// in-flight requests finish within `server.shutdown_grace_ms`.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = self.stop_requested.notified() => {}
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.grace;
+        tracing::info!(grace_ms = self.grace.as_millis() as u64, "draining");
+        self.state.drain.start();
+        let _ = self.stop_batcher.send(true);
+        let _ = self.batcher_task.await;
+        let linger = tokio::time::sleep(self.drain_linger.min(self.grace));
+        let sent = self.state.batcher.drain(self.state.policy, deadline).await;
+        // Load balancers need a moment to see readiness fail before the listener closes.
+        linger.await;
+        stop_server(handle).await;
+        let _ = server.await;
+        tracing::info!(
+            batches_flushed = sent,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drained; what is left stays in the store for the next start"
+        );
+        Ok(())
+    }
+}
+
+async fn stop_server(handle: ServerHandle) {
+    handle.stop(true).await;
+}
+
+/// The store may start after the bridge (compose, Kubernetes): try for a while.
+async fn open_store_with_retry(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store::open(&settings.store).await {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Unavailable(reason)) if attempt < 10 => {
+                attempt += 1;
+                tracing::warn!(attempt, %reason, "store not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Unique per process: hostname, pid and a random suffix.
+fn lease_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bridge".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+async fn prune_deliveries(
+    store: Arc<dyn Store>,
+    clock: Clock,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let cutoff = clock.now_ms() - retention.as_millis() as i64;
+        match store.prune_deliveries(cutoff).await {
+            Ok(pruned) => tracing::debug!(pruned, "old delivery ids forgotten"),
+            Err(error) => tracing::warn!(%error, "cannot prune delivery ids"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will drain");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+}
