@@ -30,13 +30,12 @@ const HMAC_PREFIX: &str = "sha256=";
 const MAC_LEN: usize = 32;
 
 /// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`.
-/// `None` when the secret is not of that form.
+/// `None` when the secret is not of that form, or decodes to no key at all
+/// (`whsec_` alone), which would make every signature forgeable.
 pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
     let encoded = secret.expose();
     let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
+    BASE64.decode(encoded).ok().filter(|key| !key.is_empty())
 }
 
 /// A request that passed verification.
@@ -158,7 +157,7 @@ impl Verifier {
                     .iter()
                     .enumerate()
                     .map(|(index, secret)| {
-                        match standard_webhooks_key(secret).filter(|key| !key.is_empty()) {
+                        match standard_webhooks_key(secret) {
                             Some(key) => hmac_key(&key, index),
                             None => Err(format!(
                                 "verify.secrets[{index}]: a standard-webhooks secret must be whsec_ followed by non-empty base64"
@@ -424,7 +423,7 @@ pub fn sign_headers(
             secret.expose().to_string(),
         )],
         VerifyScheme::StandardWebhooks => {
-            let Some(key) = standard_webhooks_key(secret).filter(|key| !key.is_empty()) else {
+            let Some(key) = standard_webhooks_key(secret) else {
                 return Vec::new();
             };
             let Ok(key) = hmac_key(&key, 0) else {

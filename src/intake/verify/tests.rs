@@ -509,6 +509,11 @@ fn standard_webhooks_secrets_must_be_whsec_base64() {
             "verify.secrets[1]: a standard-webhooks secret must be whsec_ followed by non-empty base64"
         );
     }
+    assert_eq!(standard_webhooks_key(&Secret::literal("whsec_")), None);
+    assert_eq!(
+        standard_webhooks_key(&Secret::literal("whsec_c2Vjb25k")),
+        Some(b"second".to_vec())
+    );
     let error = Verifier::new(&settings(VerifyScheme::StandardWebhooks, &[])).unwrap_err();
     assert!(error.starts_with("verify.secrets: needs at least one secret"));
     assert!(
