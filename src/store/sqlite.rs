@@ -25,9 +25,7 @@
 //! All blocking SQLite work runs on the pool's `interact` (tokio's blocking
 //! threads), never on the async runtime threads.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -90,7 +88,7 @@ impl Default for Patience {
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: Pool,
-    path: Arc<PathBuf>,
+    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -133,9 +131,7 @@ impl SqliteStore {
                     {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(ConfigureError::Sql(err))) => Err(HookError::Backend(err)),
-                        Ok(Err(ConfigureError::NotWal(mode))) => Err(HookError::message(format!(
-                            "journal_mode stayed {mode:?} instead of WAL"
-                        ))),
+                        Ok(Err(err)) => Err(HookError::message(err.to_string())),
                         Err(err) => Err(HookError::message(format!(
                             "configuring the connection failed: {err}"
                         ))),
@@ -146,7 +142,7 @@ impl SqliteStore {
             .map_err(|err| unavailable(format!("cannot build the connection pool: {err}")))?;
         let store = SqliteStore {
             pool,
-            path: Arc::new(path.to_path_buf()),
+            path: path.to_path_buf(),
         };
         store.ping().await?;
         tracing::debug!(db = %path.display(), pool_size, "sqlite store opened");
@@ -178,10 +174,11 @@ impl SqliteStore {
             .map_err(|err| self.pool_failure(err))?;
         match conn.interact(work).await {
             Ok(result) => Ok(result),
-            Err(InteractError::Panic(_)) => {
-                tracing::error!(db = %self.path.display(), operation, "sqlite task panicked");
+            Err(InteractError::Panic(payload)) => {
+                let reason = panic_reason(payload.as_ref());
+                tracing::error!(db = %self.path.display(), operation, reason, "sqlite task panicked");
                 Err(StoreError::Query(format!(
-                    "{operation}: the database task panicked"
+                    "{operation}: the database task panicked: {reason}"
                 )))
             }
             Err(InteractError::Cancelled) => Err(StoreError::Unavailable(format!(
@@ -225,6 +222,14 @@ impl SqliteStore {
     }
 }
 
+fn panic_reason(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Errors that mean "this file cannot be used right now" (locked too long, not
 /// openable, disk trouble) rather than "this statement is wrong".
 fn is_unavailable(err: &rusqlite::Error) -> bool {
@@ -245,16 +250,12 @@ fn is_unavailable(err: &rusqlite::Error) -> bool {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ConfigureError {
-    Sql(rusqlite::Error),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal_mode stayed {0:?} instead of WAL")]
     NotWal(String),
-}
-
-impl From<rusqlite::Error> for ConfigureError {
-    fn from(err: rusqlite::Error) -> Self {
-        ConfigureError::Sql(err)
-    }
 }
 
 /// Per-connection settings; see the module docs for why.
@@ -277,53 +278,29 @@ fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
 }
 
 /// Why the schema could not be brought up to date.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum MigrationFailure {
-    Sql(rusqlite::Error),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("migration {:04}_{} failed: {err}", migration.version, migration.name)]
     Step {
         migration: Migration,
         err: rusqlite::Error,
     },
-    Unknown {
-        version: i64,
-        name: String,
-    },
+    #[error(
+        "the database has migration {version:04}_{name}, which this version does not know: \
+         it was upgraded by a newer bridge"
+    )]
+    Unknown { version: i64, name: String },
+    #[error(
+        "migration {:04} is recorded as {recorded:?} but this version calls it {:?}",
+        migration.version,
+        migration.name
+    )]
     Renamed {
         migration: Migration,
         recorded: String,
     },
-}
-
-impl From<rusqlite::Error> for MigrationFailure {
-    fn from(err: rusqlite::Error) -> Self {
-        MigrationFailure::Sql(err)
-    }
-}
-
-impl fmt::Display for MigrationFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MigrationFailure::Sql(err) => write!(f, "{err}"),
-            MigrationFailure::Step { migration, err } => write!(
-                f,
-                "migration {:04}_{} failed: {err}",
-                migration.version, migration.name
-            ),
-            MigrationFailure::Unknown { version, name } => write!(
-                f,
-                "the database has migration {version:04}_{name}, which this version does not \
-                 know: it was upgraded by a newer bridge"
-            ),
-            MigrationFailure::Renamed {
-                migration,
-                recorded,
-            } => write!(
-                f,
-                "migration {:04} is recorded as {recorded:?} but this version calls it {:?}",
-                migration.version, migration.name
-            ),
-        }
-    }
 }
 
 /// Applies the missing migrations in one `BEGIN IMMEDIATE` transaction, so a
@@ -1033,7 +1010,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use tempfile::TempDir;
 
@@ -1615,7 +1592,7 @@ mod tests {
             .await
             .expect_err("panicked");
         assert!(
-            matches!(&err, StoreError::Query(m) if m == "explode: the database task panicked"),
+            matches!(&err, StoreError::Query(m) if m == "explode: the database task panicked: boom"),
             "{err:?}"
         );
         // The poisoned connection is discarded; the store goes on.
