@@ -1,0 +1,5 @@
+//! The one integration-test binary: shared fakes and helpers, then one module per area.
+
+mod fake_hss;
+mod fake_issuers;
+mod hss_client;
