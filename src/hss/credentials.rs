@@ -190,7 +190,8 @@ enum Source {
 }
 
 impl CredentialProvider {
-    /// `http` carries the timeout and connection pool the HSS calls use too.
+    /// `http` carries the timeout and connection pool the HSS calls use too;
+    /// IAM is asked through it.
     pub fn from_settings(
         settings: &HssSettings,
         http: reqwest::Client,
@@ -214,6 +215,13 @@ impl CredentialProvider {
             }
             HssAuthKind::Metadata => {
                 let base = base_url("hss.metadata_url", &settings.metadata_url)?;
+                // The link-local metadata service is never behind the
+                // HTTP(S)_PROXY that may route the HSS calls.
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(settings.request_timeout())
+                    .build()
+                    .map_err(|e| HssError::HttpClient(describe_transport_error(&e)))?;
                 Source::Metadata(MetadataIssuer {
                     http,
                     token_url: join(&base, "hss.metadata_url", METADATA_TOKEN_PATH)?,
