@@ -20,6 +20,8 @@ const PROJECT_ID_HEADER: &str = "X-Project-Id";
 const AUTH_TOKEN_HEADER: &str = "X-Auth-Token";
 const REGION_HEADER: &str = "region";
 const REQUEST_ID_HEADER: &str = "X-Request-Id";
+/// Lower-case names of the headers that carry credentials.
+const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "x-auth-token", "x-security-token"];
 const ENTERPRISE_PROJECT_QUERY: &str = "enterprise_project_id";
 /// Longest piece of a non-JSON error body kept for logs and dead letters.
 const ERROR_TEXT_LIMIT: usize = 256;
@@ -237,7 +239,6 @@ impl HssClient {
         if self.send_region_header {
             headers.push((REGION_HEADER.into(), self.region.clone()));
         }
-        let mut sensitive: Vec<(&str, String)> = Vec::new();
         match credentials {
             CallCredentials::AccessKey(key) => {
                 headers.push((HOST.as_str().into(), self.host.clone()));
@@ -255,27 +256,22 @@ impl HssClient {
                 let authorization =
                     signer::authorization(key.access_key.expose(), &key.secret_key, &request)
                         .map_err(|e| e.to_string())?;
-                sensitive.push((AUTHORIZATION.as_str(), authorization));
+                headers.push((AUTHORIZATION.as_str().into(), authorization));
             }
             CallCredentials::Token(token) => {
-                sensitive.push((AUTH_TOKEN_HEADER, token.expose().to_string()));
+                headers.push((AUTH_TOKEN_HEADER.into(), token.expose().to_string()));
             }
         }
 
         let mut map = HeaderMap::new();
-        let plain = headers
-            .into_iter()
-            .map(|(name, value)| (name, value, false));
-        let secret = sensitive
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value, true));
-        for (name, value, is_sensitive) in plain.chain(secret) {
+        for (name, value) in headers {
             let header_name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
             // The value is not quoted: it may be a credential.
             let mut header_value = HeaderValue::from_str(&value)
                 .map_err(|_| format!("the value of header `{name}` cannot be sent over HTTP"))?;
-            header_value.set_sensitive(is_sensitive);
+            // Sensitive values are redacted from the HTTP stack's Debug output.
+            header_value.set_sensitive(SENSITIVE_HEADERS.contains(&header_name.as_str()));
             map.insert(header_name, header_value);
         }
         Ok(map)
@@ -523,6 +519,8 @@ fn log_call(
 mod tests {
     use super::*;
     use crate::domain::ImageRef;
+    use crate::hss::credentials::{AccessKey, ManualClock};
+    use crate::secret::Secret;
 
     fn partition(image_type: ImageType) -> Partition {
         Partition {
@@ -564,6 +562,84 @@ mod tests {
             String::from_utf8(instance).unwrap(),
             r#"{"image_type":"instance_image","image_info_list":[{"namespace":"team-a","image_name":"svc/api","image_version":"1.2.3","instance_id":"4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6","instance_url":"ee-demo.swr.cn-north-4.myhuaweicloud.com"}]}"#
         );
+    }
+
+    fn vector_client(region: &str, extra: &str) -> HssClient {
+        let toml = format!(
+            "[hss]\nregion = \"{region}\"\nproject_id = \"0a1b2c3d4e5f60718293a4b5c6d7e8f9\"\n\
+             ak = \"HPUAEXAMPLEAKID0EXAM\"\nsk = \"ExampleSecretKeyDoNotUse0123456789abcdef\"\n{extra}"
+        );
+        let settings = crate::config::Settings::from_toml(&toml).unwrap().hss;
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T09:30:15Z").unwrap();
+        let clock = ManualClock::new(at.with_timezone(&chrono::Utc));
+        HssClient::with_clock(&settings, Arc::new(clock)).unwrap()
+    }
+
+    fn key(security_token: Option<&str>) -> CallCredentials {
+        CallCredentials::AccessKey(AccessKey {
+            access_key: Secret::literal("HPUAEXAMPLEAKID0EXAM"),
+            secret_key: Secret::literal("ExampleSecretKeyDoNotUse0123456789abcdef"),
+            security_token: security_token.map(Secret::literal),
+        })
+    }
+
+    /// The client's own request for the batches of shared vectors 1 and 3
+    /// carries exactly the Authorization the official SDK computed.
+    #[test]
+    fn client_headers_reproduce_the_sdk_vectors() {
+        let client = vector_client("cn-north-4", "");
+        assert_eq!(
+            client.batch_scan_url().as_str(),
+            "https://hss.cn-north-4.myhuaweicloud.com/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
+        );
+        let body = batch_scan_body(
+            &partition(ImageType::PrivateImage),
+            &[image("test", "openjdk", "v8.8", None)],
+        )
+        .unwrap();
+        let headers = client.headers(&key(None), &[], &body).unwrap();
+        assert_eq!(
+            headers[AUTHORIZATION],
+            "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAKID0EXAM, SignedHeaders=content-type;host;x-project-id;x-sdk-date, Signature=c5e86f5d954712a5940460b14bee810500415117f442c407ae7f2a64226b45fa"
+        );
+        assert_eq!(headers[HOST], "hss.cn-north-4.myhuaweicloud.com");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        assert!(!headers[HOST].is_sensitive());
+
+        let body = batch_scan_body(
+            &partition(ImageType::InstanceImage),
+            &[image(
+                "team-a",
+                "svc/api",
+                "1.2.3",
+                Some("ee-demo.swr.cn-north-4.myhuaweicloud.com"),
+            )],
+        )
+        .unwrap();
+        let query = [("enterprise_project_id".to_string(), "0".to_string())];
+        let headers = client
+            .headers(&key(Some("ExampleSecurityTokenValue+/==")), &query, &body)
+            .unwrap();
+        assert_eq!(
+            headers[AUTHORIZATION],
+            "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAKID0EXAM, SignedHeaders=content-type;host;x-project-id;x-sdk-date;x-security-token, Signature=e1f7cf052212381043e9fa0b48a63916fb18770d0c7c13548ac159cdac49b4fb"
+        );
+        assert!(headers[SECURITY_TOKEN_HEADER].is_sensitive());
+    }
+
+    #[test]
+    fn endpoints_with_ports_and_path_prefixes_shape_host_and_url() {
+        let client = vector_client(
+            "cn-north-4",
+            "endpoint = \"http://127.0.0.1:8443/hss-proxy/\"",
+        );
+        assert_eq!(client.host, "127.0.0.1:8443");
+        assert_eq!(
+            client.batch_scan_url().as_str(),
+            "http://127.0.0.1:8443/hss-proxy/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
+        );
+        let eu = vector_client("eu-west-101", "");
+        assert_eq!(eu.host, "hss.eu-west-101.myhuaweicloud.eu");
     }
 
     #[test]
