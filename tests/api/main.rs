@@ -1,4 +1,8 @@
-//! One integration-test binary: the real app on port 0, spoken to over HTTP.
+//! The one integration-test binary: shared fakes and helpers, then one module per area.
 
+mod fake_hss;
+mod fake_issuers;
 mod helpers;
+
+mod hss_client;
 mod webhooks;

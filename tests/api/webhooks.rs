@@ -97,7 +97,7 @@ async fn token_scheme_rejects_wrong_and_missing_tokens() {
     let (app, _hss) = spawn().await;
     let body = sample("swr-ee-push-artifact.json");
     let (status, wrong) = answer(app.post_webhook("swr-ee", &body, &token("swr-token-ol")).await).await;
-    assert_error(status, &wrong, 401, "bad_signature");
+    assert_error(status, &wrong, 401, "bad_token");
     assert!(!wrong.to_string().contains(TOKEN_OLD), "the answer must not leak the secret");
     let (status, missing) = answer(app.post_webhook("swr-ee", &body, &[]).await).await;
     assert_error(status, &missing, 401, "missing_header");
