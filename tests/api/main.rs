@@ -4,5 +4,6 @@ mod fake_hss;
 mod fake_issuers;
 mod helpers;
 
+mod batching;
 mod hss_client;
 mod webhooks;
