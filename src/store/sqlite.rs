@@ -22,6 +22,15 @@
 //! and fail with `SQLITE_BUSY` on upgrade. `busy_timeout` makes a writer wait
 //! for the lock rather than fail at once.
 //!
+//! # Why enqueues are group-committed
+//!
+//! With one fsync per commit, webhooks answered one transaction at a time are
+//! bounded by the disk's sync rate, and under load they queue on the write
+//! lock (`busy_timeout` polls it with sleeps). Enqueues that arrive while a
+//! commit runs are therefore written together in the next transaction, each in
+//! its own savepoint, and each answered only once that transaction committed:
+//! see [`group_commit`].
+//!
 //! All blocking SQLite work runs on the pool's `interact` (tokio's blocking
 //! threads), never on the async runtime threads.
 
@@ -39,6 +48,10 @@ use super::{
     Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
 };
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
+
+mod group_commit;
+
+use group_commit::{EnqueueJob, GroupCommit};
 
 /// A schema step, applied once, in version order.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +102,7 @@ impl Default for Patience {
 pub struct SqliteStore {
     pool: Pool,
     path: PathBuf,
+    group: GroupCommit,
 }
 
 impl SqliteStore {
@@ -143,6 +157,7 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             path: path.to_path_buf(),
+            group: GroupCommit::default(),
         };
         store.ping().await?;
         tracing::debug!(db = %path.display(), pool_size, "sqlite store opened");
@@ -211,14 +226,52 @@ impl SqliteStore {
     }
 
     fn sql_failure(&self, operation: &'static str, err: rusqlite::Error) -> StoreError {
-        if is_unavailable(&err) {
-            StoreError::Unavailable(format!(
-                "sqlite database {}: {operation}: {err}",
-                self.path.display()
-            ))
-        } else {
-            StoreError::Query(format!("{operation}: {err}"))
+        sql_failure(&self.path, operation, &err)
+    }
+
+    /// Writes every queued enqueue, in groups of up to [`group_commit::MAX_GROUP`] webhooks
+    /// per transaction, until none is left. Callers hold the writer lock.
+    async fn commit_queued(&self) {
+        loop {
+            let jobs = self.group.next_group();
+            if jobs.is_empty() {
+                return;
+            }
+            let conn = match self.pool.get().await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    let message = self.pool_failure(err).to_string();
+                    for job in jobs {
+                        job.answer(Err(StoreError::Unavailable(message.clone())));
+                    }
+                    continue;
+                }
+            };
+            let path = self.path.clone();
+            // The jobs move into the blocking task, which answers each one after
+            // the commit: even if this future is dropped, no caller is left
+            // waiting on a transaction that did commit.
+            if let Err(err) = conn
+                .interact(move |conn| commit_group(conn, &path, jobs))
+                .await
+            {
+                // The jobs were dropped with the task: their callers get an error.
+                tracing::error!(db = %self.path.display(), error = %err, "sqlite group commit task failed");
+            }
         }
+    }
+}
+
+/// A SQLite error as the store reports it: unavailable (retry later) or a
+/// failed query.
+fn sql_failure(path: &Path, operation: &'static str, err: &rusqlite::Error) -> StoreError {
+    if is_unavailable(err) {
+        StoreError::Unavailable(format!(
+            "sqlite database {}: {operation}: {err}",
+            path.display()
+        ))
+    } else {
+        StoreError::Query(format!("{operation}: {err}"))
     }
 }
 
@@ -437,7 +490,7 @@ fn sql_count(value: usize) -> i64 {
 /// Stores one image as waiting unless the same image already waits in its
 /// partition; `true` when a row was added.
 fn insert_unbatched(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     partition: &Partition,
     image: &ImageRef,
     instance_url: Option<&str>,
@@ -641,14 +694,67 @@ fn next_due(
     Ok(batch_due.into_iter().chain(partition_due).min())
 }
 
+/// One transaction for a group of webhooks, each in its own savepoint; every
+/// job is answered once the outcome of the commit is known.
+fn commit_group(conn: &mut Connection, path: &Path, jobs: Vec<EnqueueJob>) {
+    let failure = |err: &rusqlite::Error| sql_failure(path, "enqueue", err);
+    let mut tx = match immediate(conn) {
+        Ok(tx) => tx,
+        Err(err) => {
+            let error = failure(&err);
+            for job in jobs {
+                job.answer(Err(same_error(&error)));
+            }
+            return;
+        }
+    };
+    let outcomes: Vec<(EnqueueJob, rusqlite::Result<Enqueued>)> = jobs
+        .into_iter()
+        .map(|job| {
+            let outcome = enqueue_in_savepoint(&mut tx, &job);
+            (job, outcome)
+        })
+        .collect();
+    match tx.commit() {
+        Ok(()) => {
+            for (job, outcome) in outcomes {
+                job.answer(outcome.map_err(|err| failure(&err)));
+            }
+        }
+        Err(err) => {
+            let error = failure(&err);
+            for (job, _) in outcomes {
+                job.answer(Err(same_error(&error)));
+            }
+        }
+    }
+}
+
+/// `StoreError` carries only text; one failure told to several callers.
+fn same_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+        StoreError::Query(message) => StoreError::Query(message.clone()),
+        StoreError::Migration(message) => StoreError::Migration(message.clone()),
+    }
+}
+
+/// One webhook's rows; on error its savepoint rolls back and the group goes on.
+fn enqueue_in_savepoint(tx: &mut Transaction<'_>, job: &EnqueueJob) -> rusqlite::Result<Enqueued> {
+    let savepoint = tx.savepoint()?;
+    let outcome = enqueue(&savepoint, job.delivery.as_ref(), &job.targets, job.now)?;
+    savepoint.commit()?;
+    Ok(outcome)
+}
+
+/// One webhook's delivery id and images, inside the caller's transaction.
 fn enqueue(
-    conn: &mut Connection,
-    delivery: Option<DeliveryKey>,
-    targets: Vec<ScanTarget>,
+    tx: &Connection,
+    delivery: Option<&DeliveryKey>,
+    targets: &[ScanTarget],
     now: Millis,
 ) -> rusqlite::Result<Enqueued> {
-    let tx = immediate(conn)?;
-    if let Some(key) = &delivery {
+    if let Some(key) = delivery {
         let first_time = tx
             .prepare_cached(
                 "INSERT INTO deliveries (source, id, seen_at) VALUES (?1, ?2, ?3)
@@ -660,9 +766,9 @@ fn enqueue(
         }
     }
     let mut counts = EnqueueCounts::default();
-    for target in &targets {
+    for target in targets {
         if insert_unbatched(
-            &tx,
+            tx,
             &target.partition,
             &target.image,
             target.instance_url.as_deref(),
@@ -673,7 +779,6 @@ fn enqueue(
             counts.duplicates += 1;
         }
     }
-    tx.commit()?;
     Ok(Enqueued::Stored(counts))
 }
 
@@ -819,10 +924,12 @@ impl Store for SqliteStore {
         targets: &[ScanTarget],
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
-        let delivery = delivery.cloned();
-        let targets = targets.to_vec();
-        self.run("enqueue", move |conn| enqueue(conn, delivery, targets, now))
-            .await
+        let answer = self.group.queue(delivery.cloned(), targets.to_vec(), now);
+        {
+            let _writer = self.group.writer().await;
+            self.commit_queued().await;
+        }
+        answer.wait().await
     }
 
     async fn claim_batch(
@@ -1515,6 +1622,179 @@ mod tests {
         };
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("not a database"), "{message}");
+    }
+
+    /// Holds the writer lock while `jobs` callers queue, then lets go: the
+    /// next lock holder commits all of them in one transaction.
+    async fn enqueue_as_one_group(
+        store: &Arc<SqliteStore>,
+        jobs: Vec<(Option<DeliveryKey>, Vec<ScanTarget>)>,
+    ) -> Vec<Result<Enqueued, StoreError>> {
+        let count = jobs.len();
+        let writer = store.group.writer().await;
+        let tasks: Vec<_> = jobs
+            .into_iter()
+            .map(|(delivery, targets)| {
+                let store = Arc::clone(store);
+                tokio::spawn(async move { store.enqueue(delivery.as_ref(), &targets, T0).await })
+            })
+            .collect();
+        while store.group.queued() < count {
+            tokio::task::yield_now().await;
+        }
+        drop(writer);
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.expect("enqueue task"));
+        }
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn one_group_commit_answers_each_webhook_with_its_own_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(&dir);
+        let store = Arc::new(open_migrated(&path, 2).await);
+        let key = |id: &str| DeliveryKey {
+            source: "harbor-ce".into(),
+            id: id.into(),
+        };
+        let outcomes = enqueue_as_one_group(
+            &store,
+            vec![
+                (
+                    Some(key("m1")),
+                    vec![target("i1", "api", "v1"), target("i1", "api", "v2")],
+                ),
+                // Same image as the first webhook, in the same transaction: a duplicate.
+                (None, vec![target("i1", "api", "v1")]),
+                // A redelivery inside the same group: answered as such.
+                (Some(key("m1")), vec![target("i1", "api", "v3")]),
+                (Some(key("m2")), vec![target("i2", "web", "v1")]),
+            ],
+        )
+        .await;
+        let outcomes: Vec<Enqueued> = outcomes.into_iter().map(|o| o.expect("stored")).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                stored(2, 0),
+                stored(0, 1),
+                Enqueued::DuplicateDelivery,
+                stored(1, 0)
+            ]
+        );
+        store.close();
+        drop(store);
+
+        // Durable: another store on the file sees exactly those rows.
+        let reopened = open_migrated(&path, 1).await;
+        let mut pending: Vec<String> = reopened
+            .pending(10)
+            .await
+            .expect("pending")
+            .into_iter()
+            .map(|p| p.image.to_string())
+            .collect();
+        pending.sort();
+        assert_eq!(
+            pending,
+            vec!["team-a/api:v1", "team-a/api:v2", "team-a/web:v1"]
+        );
+        assert_eq!(
+            reopened
+                .enqueue(Some(&key("m2")), &[target("i9", "x", "v1")], T0)
+                .await
+                .expect("redelivery"),
+            Enqueued::DuplicateDelivery
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_webhook_rolls_back_alone_in_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open_migrated(&db_path(&dir), 2).await);
+        store
+            .run("poison", |conn| {
+                conn.execute_batch(
+                    "CREATE TRIGGER poison BEFORE INSERT ON pending_images
+                     WHEN NEW.tag = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned tag'); END;",
+                )
+            })
+            .await
+            .expect("trigger");
+        let key = DeliveryKey {
+            source: "harbor-ce".into(),
+            id: "bad".into(),
+        };
+        let outcomes = enqueue_as_one_group(
+            &store,
+            vec![
+                (None, vec![target("i1", "api", "v1")]),
+                // Its first image and its delivery id are rolled back with it.
+                (
+                    Some(key.clone()),
+                    vec![target("i1", "api", "v2"), target("i1", "api", "poison")],
+                ),
+                (None, vec![target("i1", "api", "v3")]),
+            ],
+        )
+        .await;
+        assert_eq!(outcomes[0].as_ref().expect("first"), &stored(1, 0));
+        assert!(
+            matches!(&outcomes[1], Err(StoreError::Query(m)) if m.starts_with("enqueue: ") && m.contains("poisoned tag")),
+            "{:?}",
+            outcomes[1]
+        );
+        assert_eq!(outcomes[2].as_ref().expect("third"), &stored(1, 0));
+        let mut tags: Vec<String> = store
+            .pending(10)
+            .await
+            .expect("pending")
+            .into_iter()
+            .map(|p| p.image.tag)
+            .collect();
+        tags.sort();
+        assert_eq!(tags, vec!["v1", "v3"]);
+        // The failed webhook's id was not remembered: its retry is stored.
+        assert_eq!(
+            store
+                .enqueue(Some(&key), &[target("i1", "api", "v2")], T0)
+                .await
+                .expect("retry"),
+            stored(1, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_webhooks_are_all_stored_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open_migrated(&db_path(&dir), 4).await);
+        // 200 webhooks at once, each naming its own image and a shared one.
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let targets = [
+                        target("i1", "api", &format!("v{i}")),
+                        target("i1", "api", "latest"),
+                    ];
+                    store.enqueue(None, &targets, T0 + i).await
+                })
+            })
+            .collect();
+        let (mut accepted, mut duplicates) = (0, 0);
+        for task in tasks {
+            match task.await.expect("task").expect("stored") {
+                Enqueued::Stored(counts) => {
+                    accepted += counts.accepted;
+                    duplicates += counts.duplicates;
+                }
+                Enqueued::DuplicateDelivery => panic!("no delivery ids were given"),
+            }
+        }
+        assert_eq!((accepted, duplicates), (201, 199));
+        assert_eq!(store.stats().await.expect("stats").pending_images, 201);
     }
 
     #[tokio::test]
