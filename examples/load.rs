@@ -58,6 +58,16 @@ struct Args {
     /// Which parts to run, comma-separated: throughput, batching, delay, memory, postgres.
     #[arg(long, default_value = "throughput,batching,delay,memory,postgres")]
     only: String,
+    /// Also run the bridge on the in-memory store (not durable): splits the
+    /// cost of the intake pipeline from the cost of durable storage.
+    #[arg(long)]
+    in_memory_store: bool,
+    /// Schemes for the throughput runs, comma-separated: token, standard-webhooks.
+    #[arg(long, default_value = "token,standard-webhooks")]
+    schemes: String,
+    /// Skip the bare-handler baseline (for profiling the bridge alone; no ratios).
+    #[arg(long)]
+    no_baseline: bool,
     /// PostgreSQL server; a fresh database is created (and dropped) per run.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pg_url: String,
@@ -87,6 +97,27 @@ impl Args {
     fn wants(&self, part: &str) -> bool {
         self.only.split(',').any(|p| p.trim() == part)
     }
+
+    fn schemes(&self) -> Vec<Scheme> {
+        [Scheme::Token, Scheme::StandardWebhooks]
+            .into_iter()
+            .filter(|scheme| self.schemes.split(',').any(|s| s.trim() == scheme.name()))
+            .collect()
+    }
+
+    /// The baseline run for `scheme`, unless `--no-baseline`.
+    async fn baseline(
+        &self,
+        scheme: Scheme,
+        report: &mut Report,
+    ) -> Result<Option<ThroughputResult>, String> {
+        if self.no_baseline {
+            return Ok(None);
+        }
+        let bare = bare_run(self, scheme).await?;
+        report.throughput.push(bare.clone());
+        Ok(Some(bare))
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -100,15 +131,7 @@ struct Report {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    if args.logs == "sink" {
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_writer(std::io::sink)
-            .init();
-    }
+    install_tracing(args.logs == "sink");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -127,12 +150,15 @@ async fn run(args: &Args) -> Result<Report, String> {
     let mut report = Report::default();
     let data_root = tempfile::tempdir_in(&args.data_dir).map_err(|e| e.to_string())?;
     if args.wants("throughput") {
-        for scheme in [Scheme::Token, Scheme::StandardWebhooks] {
-            let bare = bare_run(args, scheme).await?;
+        for scheme in args.schemes() {
+            let bare = args.baseline(scheme, &mut report).await?;
             let sqlite =
                 bridge_run(args, scheme, &sqlite_url(data_root.path(), "tp", scheme)).await?;
-            report.throughput.push(bare.clone());
-            report.throughput.push(sqlite.with_baseline(&bare));
+            report.throughput.push(sqlite.with_baseline(bare.as_ref()));
+            if args.in_memory_store {
+                let memory = bridge_run(args, scheme, "memory://").await?;
+                report.throughput.push(memory.with_baseline(bare.as_ref()));
+            }
         }
     }
     if args.wants("batching") {
@@ -163,6 +189,118 @@ async fn run(args: &Args) -> Result<Report, String> {
         }
     }
     Ok(report)
+}
+
+// ---------------------------------------------------------------------------
+// Tracing: production-like log formatting, and the store's group-commit timings
+// ---------------------------------------------------------------------------
+
+/// Totals of the SQLite store's `sqlite group commit` debug events.
+#[derive(Default)]
+struct GroupCommitStats {
+    groups: AtomicU64,
+    webhooks: AtomicU64,
+    write_us: AtomicU64,
+    commit_us: AtomicU64,
+}
+
+static GROUP_COMMITS: GroupCommitStats = GroupCommitStats {
+    groups: AtomicU64::new(0),
+    webhooks: AtomicU64::new(0),
+    write_us: AtomicU64::new(0),
+    commit_us: AtomicU64::new(0),
+};
+
+#[derive(Debug, Clone, Serialize)]
+struct GroupCommitSummary {
+    groups: u64,
+    webhooks_per_group: f64,
+    write_ms_per_group: f64,
+    commit_ms_per_group: f64,
+}
+
+impl GroupCommitStats {
+    fn take(&self) -> Option<GroupCommitSummary> {
+        let groups = self.groups.swap(0, Ordering::SeqCst);
+        let webhooks = self.webhooks.swap(0, Ordering::SeqCst);
+        let write_us = self.write_us.swap(0, Ordering::SeqCst);
+        let commit_us = self.commit_us.swap(0, Ordering::SeqCst);
+        (groups > 0).then(|| GroupCommitSummary {
+            groups,
+            webhooks_per_group: webhooks as f64 / groups as f64,
+            write_ms_per_group: write_us as f64 / groups as f64 / 1000.0,
+            commit_ms_per_group: commit_us as f64 / groups as f64 / 1000.0,
+        })
+    }
+}
+
+struct GroupCommitLayer;
+
+#[derive(Default)]
+struct GroupCommitFields {
+    webhooks: u64,
+    write_us: u64,
+    commit_us: u64,
+}
+
+impl tracing::field::Visit for GroupCommitFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "webhooks" => self.webhooks = value,
+            "write_us" => self.write_us = value,
+            "commit_us" => self.commit_us = value,
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GroupCommitLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = GroupCommitFields::default();
+        event.record(&mut fields);
+        if fields.webhooks > 0 {
+            GROUP_COMMITS.groups.fetch_add(1, Ordering::Relaxed);
+            GROUP_COMMITS
+                .webhooks
+                .fetch_add(fields.webhooks, Ordering::Relaxed);
+            GROUP_COMMITS
+                .write_us
+                .fetch_add(fields.write_us, Ordering::Relaxed);
+            GROUP_COMMITS
+                .commit_us
+                .fetch_add(fields.commit_us, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The bridge's info logs formatted as JSON into a sink (as in production,
+/// minus the write) when `logs`; always the group-commit timings.
+fn install_tracing(logs: bool) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let format = logs.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::sink)
+            .with_filter(LevelFilter::INFO)
+    });
+    let groups = GroupCommitLayer.with_filter(
+        Targets::new().with_target("swr_scan_bridge::store::sqlite", tracing::Level::DEBUG),
+    );
+    tracing_subscriber::registry()
+        .with(format)
+        .with(groups)
+        .init();
 }
 
 // ---------------------------------------------------------------------------
@@ -526,17 +664,24 @@ struct ThroughputResult {
     requests_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Cores this process kept busy on average (load generator included).
+    cpu_cores: f64,
+    /// CPU time of the whole process per completed request (load generator included).
+    cpu_us_per_request: f64,
     /// Against the bare handler measured in the same run (None for the baseline).
     throughput_ratio: Option<f64>,
     p50_ratio: Option<f64>,
     p99_ratio: Option<f64>,
+    /// The SQLite store's group commits during the run (warm-up included).
+    group_commits: Option<GroupCommitSummary>,
     /// Images the stand-in HSS received during the run (bridge targets).
     images_sent_to_hss: Option<usize>,
     hss_requests: Option<usize>,
 }
 
 impl ThroughputResult {
-    fn with_baseline(mut self, bare: &ThroughputResult) -> Self {
+    fn with_baseline(mut self, bare: Option<&ThroughputResult>) -> Self {
+        let Some(bare) = bare else { return self };
         self.throughput_ratio = Some(self.requests_per_s / bare.requests_per_s);
         self.p50_ratio = Some(self.p50_ms / bare.p50_ms);
         self.p99_ratio = Some(self.p99_ms / bare.p99_ms);
@@ -549,6 +694,26 @@ struct Drive {
     errors: u64,
     latencies_us: Vec<u32>,
     seconds: f64,
+    /// CPU time of this whole process (load generator included) in the window.
+    cpu_seconds: f64,
+}
+
+/// User + system CPU time of this process, all threads, from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name: utime and stime are the
+    // 12th and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// `connections` closed-loop clients, each sending fresh signed pushes back to
@@ -595,11 +760,18 @@ async fn drive(
             Ok::<_, std::io::Error>((ok, errors, latencies))
         }));
     }
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = process_cpu_seconds();
+        tokio::time::sleep_until(stop_at.into()).await;
+        process_cpu_seconds() - before
+    });
     let mut total = Drive {
         ok: 0,
         errors: 0,
         latencies_us: Vec::new(),
         seconds: measure.as_secs_f64(),
+        cpu_seconds: cpu.await.map_err(|e| e.to_string())?,
     };
     for task in tasks {
         let (ok, errors, latencies) = task
@@ -631,11 +803,14 @@ fn result_of(target: &str, scheme: Scheme, drive: &Drive) -> ThroughputResult {
         requests_per_s: drive.ok as f64 / drive.seconds,
         p50_ms: percentile_ms(&drive.latencies_us, 0.50),
         p99_ms: percentile_ms(&drive.latencies_us, 0.99),
+        cpu_cores: drive.cpu_seconds / drive.seconds,
+        cpu_us_per_request: drive.cpu_seconds * 1e6 / drive.ok.max(1) as f64,
         throughput_ratio: None,
         p50_ratio: None,
         p99_ratio: None,
         images_sent_to_hss: None,
         hss_requests: None,
+        group_commits: None,
     }
 }
 
@@ -663,8 +838,11 @@ async fn bridge_run(
     store_url: &str,
 ) -> Result<ThroughputResult, String> {
     let bridge = RunningBridge::start(&bridge_config(store_url, 2000, 100)).await?;
+    GROUP_COMMITS.take();
     let target = if store_url.starts_with("sqlite") {
         "bridge, SQLite store"
+    } else if store_url.starts_with("memory") {
+        "bridge, in-memory store (not durable)"
     } else {
         "bridge, PostgreSQL store"
     };
@@ -681,6 +859,7 @@ async fn bridge_run(
     bridge.stop().await?;
     let mut result = result_of(target, scheme, &drive);
     result.images_sent_to_hss = Some(sender.images.load(Ordering::SeqCst));
+    result.group_commits = GROUP_COMMITS.take();
     result.hss_requests = sender.calls.lock().map(|c| c.len()).ok();
     eprintln!("{result:?}");
     Ok(result)
@@ -1111,7 +1290,7 @@ async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
         .ok_or("--pg-url has no database")?;
     let mut databases = Vec::new();
     let result = async {
-        for scheme in [Scheme::Token, Scheme::StandardWebhooks] {
+        for scheme in args.schemes() {
             let database = format!("swr_bench_{}_{}", std::process::id(), databases.len());
             admin
                 .batch_execute(&format!("CREATE DATABASE {database}"))
@@ -1125,10 +1304,11 @@ async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
             swr_scan_bridge::store::open(&settings.store)
                 .await
                 .map_err(|e| e.to_string())?;
-            let bare = bare_run(args, scheme).await?;
+            let bare = args.baseline(scheme, report).await?;
             let postgres = bridge_run(args, scheme, &url).await?;
-            report.throughput.push(bare.clone());
-            report.throughput.push(postgres.with_baseline(&bare));
+            report
+                .throughput
+                .push(postgres.with_baseline(bare.as_ref()));
         }
         Ok::<_, String>(())
     }
@@ -1148,19 +1328,19 @@ async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
 fn ratio(value: Option<f64>) -> String {
     value
         .map(|v| format!("{v:.2}"))
-        .unwrap_or_else(|| "1 (baseline)".into())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn print_report(report: &Report) {
     if !report.throughput.is_empty() {
         println!("\n## Intake at 64 connections\n");
         println!(
-            "| target | scheme | req/s | ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | errors | HSS requests / images |"
+            "| target | scheme | req/s | ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | errors | CPU cores | CPU µs/req | HSS requests / images |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in &report.throughput {
             println!(
-                "| {} | {} | {:.0} | {} | {:.2} | {} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {:.0} | {} |",
                 r.target,
                 r.scheme,
                 r.requests_per_s,
@@ -1170,10 +1350,34 @@ fn print_report(report: &Report) {
                 r.p99_ms,
                 ratio(r.p99_ratio),
                 r.errors,
+                r.cpu_cores,
+                r.cpu_us_per_request,
                 match (r.hss_requests, r.images_sent_to_hss) {
                     (Some(requests), Some(images)) => format!("{requests} / {images}"),
                     _ => "-".into(),
                 }
+            );
+        }
+    }
+    let groups: Vec<_> = report
+        .throughput
+        .iter()
+        .filter_map(|r| r.group_commits.as_ref().map(|g| (r, g)))
+        .collect();
+    if !groups.is_empty() {
+        println!("\n### SQLite group commits during those runs\n");
+        println!(
+            "| scheme | groups | webhooks/group | statements ms/group | commit (fsync) ms/group |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (r, g) in groups {
+            println!(
+                "| {} | {} | {:.1} | {:.2} | {:.2} |",
+                r.scheme,
+                g.groups,
+                g.webhooks_per_group,
+                g.write_ms_per_group,
+                g.commit_ms_per_group
             );
         }
     }

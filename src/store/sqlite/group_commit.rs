@@ -9,14 +9,20 @@
 //! webhook's statements rolls back that webhook's savepoint only; a failed
 //! commit fails every webhook of the group, and none of them was acknowledged.
 //!
-//! Who commits: every caller queues its job, then takes the writer lock; the
-//! holder commits everything queued (its own job, unless an earlier holder
-//! already took it) before letting go. So a job is never stranded: whoever
-//! queued it will hold the lock later and find it, if nobody did before.
+//! Who commits: every caller queues its job, then waits for whichever comes
+//! first: its answer (an earlier lock holder committed its job) or the writer
+//! lock. The lock holder commits everything queued, its own job included
+//! unless an earlier holder took it, before letting go. So a job is never
+//! stranded: its caller waits for the lock until someone answers it, and when
+//! it gets the lock it finds its job, if nobody took it before. A caller whose
+//! job is committed leaves at once, without queueing for the lock behind the
+//! next group.
 
 use std::sync::Mutex;
 
-use tokio::sync::{MutexGuard, oneshot};
+use std::future::Future;
+
+use tokio::sync::oneshot;
 
 use crate::domain::ScanTarget;
 use crate::store::{DeliveryKey, Enqueued, Millis, StoreError};
@@ -44,17 +50,17 @@ impl EnqueueJob {
 /// The caller's side of a queued job.
 pub(super) struct Answer(oneshot::Receiver<Result<Enqueued, StoreError>>);
 
-impl Answer {
-    pub async fn wait(self) -> Result<Enqueued, StoreError> {
-        self.0.await.unwrap_or_else(|_| {
-            // The committing task died (panic, runtime shutdown) before it
-            // answered: nothing tells whether the rows are durable, so the
-            // sender must retry; a retry of stored rows is a duplicate.
-            Err(StoreError::Unavailable(
-                "enqueue: the group commit ended without an answer".into(),
-            ))
-        })
-    }
+fn outcome_of(
+    received: Result<Result<Enqueued, StoreError>, oneshot::error::RecvError>,
+) -> Result<Enqueued, StoreError> {
+    received.unwrap_or_else(|_| {
+        // The committing task died (panic, runtime shutdown) before it
+        // answered: nothing tells whether the rows are durable, so the sender
+        // must retry; a retry of stored rows is a duplicate.
+        Err(StoreError::Unavailable(
+            "enqueue: the group commit ended without an answer".into(),
+        ))
+    })
 }
 
 #[derive(Default)]
@@ -88,9 +94,27 @@ impl GroupCommit {
         Answer(receiver)
     }
 
-    /// The right to commit: one group at a time, callers served in order.
-    pub async fn writer(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().await
+    /// Waits for the answer to a queued job. If the writer lock comes first,
+    /// runs `commit_queued` (which must commit every queued job) under it,
+    /// then waits for the answer, which that commit or an earlier one gives.
+    pub async fn settle<F>(
+        &self,
+        answer: Answer,
+        commit_queued: impl FnOnce() -> F,
+    ) -> Result<Enqueued, StoreError>
+    where
+        F: Future<Output = ()>,
+    {
+        let mut receiver = answer.0;
+        tokio::select! {
+            biased;
+            outcome = &mut receiver => return outcome_of(outcome),
+            writer = self.writer.lock() => {
+                commit_queued().await;
+                drop(writer);
+            }
+        }
+        outcome_of(receiver.await)
     }
 
     /// Up to [`MAX_GROUP`] of the oldest queued jobs; empty when none wait.
@@ -98,6 +122,13 @@ impl GroupCommit {
         let mut queued = self.lock_queue();
         let take = queued.len().min(MAX_GROUP);
         queued.drain(..take).collect()
+    }
+
+    /// Takes the writer lock as a committing caller would (tests line jobs
+    /// up behind it, so that they commit as one group).
+    #[cfg(test)]
+    pub async fn hold_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 
     /// How many jobs wait for a commit (tests line jobs up into one group).
@@ -139,13 +170,46 @@ mod tests {
             ]
         );
         assert!(group.next_group().is_empty());
+        // Jobs dropped unanswered (a committing task that died) are errors.
         drop(first);
         drop(rest);
         for answer in answers {
             assert!(matches!(
-                answer.wait().await,
+                group.settle(answer, || async {}).await,
                 Err(StoreError::Unavailable(message)) if message.contains("without an answer")
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn an_answered_caller_does_not_wait_for_the_writer_lock() {
+        let group = GroupCommit::default();
+        let answer = group.queue(None, Vec::new(), 7);
+        let job = group.next_group().pop().expect("queued job");
+        // Another caller is committing the next group and holds the lock.
+        let held = group.writer.lock().await;
+        job.answer(Ok(Enqueued::DuplicateDelivery));
+        let outcome = group
+            .settle(answer, || async {
+                unreachable!("the lock is held elsewhere")
+            })
+            .await;
+        assert_eq!(outcome.expect("answered"), Enqueued::DuplicateDelivery);
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn the_lock_holder_commits_what_is_queued() {
+        let group = GroupCommit::default();
+        let answer = group.queue(None, Vec::new(), 7);
+        let outcome = group
+            .settle(answer, || async {
+                for job in group.next_group() {
+                    job.answer(Ok(Enqueued::DuplicateDelivery));
+                }
+            })
+            .await;
+        assert_eq!(outcome.expect("answered"), Enqueued::DuplicateDelivery);
+        assert_eq!(group.queued(), 0);
     }
 }
