@@ -2,4 +2,5 @@
 
 pub mod check_config;
 pub mod demo;
+mod demo_hss;
 pub mod sign;

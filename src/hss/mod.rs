@@ -1,15 +1,37 @@
 //! The only component that talks to HSS: `POST /v5/{project_id}/image/batch-scan`.
 //!
-//! TODO(hss helper): client.rs (request building, sending, classification),
-//! signer.rs (SDK-HMAC-SHA256), credentials.rs (aksk / metadata / token).
-
-pub mod client;
-
-pub use client::{HssClient, HssError};
+//! - [`signer`]: SDK-HMAC-SHA256, byte for byte as the official SDKs sign.
+//! - [`credentials`]: what authenticates a call: static AK/SK, temporary AK/SK
+//!   from the ECS/CCE metadata service, or an IAM token; cached and renewed.
+//! - [`client`]: builds, signs, sends and classifies one batch-scan call.
 
 use std::time::Duration;
 
+pub mod client;
+pub mod credentials;
+pub mod signer;
+
+pub use client::HssClient;
+
 use serde::Serialize;
+
+/// Why an [`HssClient`] cannot be built from the settings. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum HssError {
+    #[error("config key `{key}`: \"{value}\" is not a usable URL: {reason}")]
+    InvalidUrl {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("config key `{key}`: required when hss.auth = \"{auth}\"")]
+    MissingSetting {
+        key: &'static str,
+        auth: &'static str,
+    },
+    #[error("cannot build the HTTP client for HSS: {0}")]
+    HttpClient(String),
+}
 
 /// How one batch-scan call ended, as the batcher needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

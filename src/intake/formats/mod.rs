@@ -9,6 +9,13 @@ use crate::domain::ImageRef;
 pub mod cloudevents;
 pub mod distribution;
 pub mod harbor;
+mod json;
+mod reference;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
 
 /// What one webhook body says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

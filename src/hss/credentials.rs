@@ -1,0 +1,723 @@
+//! What authenticates an HSS call, by `hss.auth`: a static AK/SK, a temporary
+//! AK/SK from the ECS/CCE metadata service, or an IAM token; fetched, cached
+//! and renewed before it expires.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+use super::HssError;
+use super::client::{describe_json_error, describe_transport_error, parse_error_body};
+use crate::config::{HssAuthKind, HssSettings};
+use crate::secret::Secret;
+
+/// Temporary AK/SK are replaced when less than this is left of their life.
+pub const METADATA_RENEWAL_MARGIN: Duration = Duration::from_secs(40 * 60);
+/// IAM tokens live 24 h; one is replaced when less than this is left.
+pub const TOKEN_RENEWAL_MARGIN: Duration = Duration::from_secs(60 * 60);
+/// Lifetime asked for a metadata session token (the SDKs ask for 6 h).
+const METADATA_SESSION_TTL: Duration = Duration::from_secs(6 * 60 * 60);
+/// A session token is replaced this long before the metadata service would
+/// drop it, so no request races its expiry.
+const METADATA_SESSION_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+const METADATA_TOKEN_PATH: &str = "meta-data/latest/api/token";
+const METADATA_SECURITY_KEY_PATH: &str = "openstack/latest/securitykey";
+const METADATA_TOKEN_HEADER: &str = "X-Metadata-Token";
+const METADATA_TOKEN_TTL_HEADER: &str = "X-Metadata-Token-Ttl-Seconds";
+const IAM_TOKENS_PATH: &str = "v3/auth/tokens";
+const SUBJECT_TOKEN_HEADER: &str = "X-Subject-Token";
+
+/// Wall-clock "now" for expiry decisions and `X-Sdk-Date`. Production uses
+/// [`SystemClock`]; tests move a [`ManualClock`] instead of waiting hours.
+pub trait WallClock: Send + Sync + fmt::Debug + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that stands still until told to move.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            now: Mutex::new(start),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now += TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
+    }
+
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
+    }
+}
+
+impl WallClock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether a credential expiring at `expires_at` must be replaced at `now`.
+pub fn needs_renewal(expires_at: DateTime<Utc>, now: DateTime<Utc>, margin: Duration) -> bool {
+    let margin = TimeDelta::from_std(margin).unwrap_or(TimeDelta::MAX);
+    expires_at.signed_duration_since(now) < margin
+}
+
+/// An AK/SK pair, with the security token that temporary pairs need.
+#[derive(Debug, Clone)]
+pub struct AccessKey {
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub security_token: Option<Secret>,
+}
+
+/// How one HSS call authenticates.
+#[derive(Debug, Clone)]
+pub enum CallCredentials {
+    /// Sign with SDK-HMAC-SHA256 (and send `X-Security-Token` when present).
+    AccessKey(AccessKey),
+    /// Send as `X-Auth-Token`.
+    Token(Secret),
+}
+
+/// Who issues renewable credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuer {
+    MetadataService,
+    Iam,
+}
+
+impl fmt::Display for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Issuer::MetadataService => "ECS metadata service",
+            Issuer::Iam => "IAM",
+        })
+    }
+}
+
+/// Why no credentials could be had. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The network failed on the way to the issuer: try again later.
+    #[error("{issuer} unreachable: {reason}")]
+    Unreachable { issuer: Issuer, reason: String },
+    /// The issuer is throttling or failing (429, 5xx): try again later.
+    #[error("{issuer} unavailable (HTTP {status}){detail}")]
+    Unavailable {
+        issuer: Issuer,
+        status: u16,
+        detail: String,
+    },
+    /// The issuer said no (wrong password, no agency bound, …): only a
+    /// configuration change helps.
+    #[error(
+        "{issuer} refused to issue credentials (HTTP {status}){detail}; check the hss settings"
+    )]
+    Refused {
+        issuer: Issuer,
+        status: u16,
+        detail: String,
+    },
+    /// The issuer answered 2xx without credentials we can use.
+    #[error("{issuer} answered without usable credentials: {reason}")]
+    Malformed { issuer: Issuer, reason: String },
+}
+
+impl CredentialError {
+    /// Whether waiting and trying again can help. An unusable answer counts as
+    /// transient: the issuers are managed services, and dead-lettering a batch
+    /// over one odd answer would cost more than another attempt.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, CredentialError::Refused { .. })
+    }
+
+    fn from_status(issuer: Issuer, status: StatusCode, body: &[u8]) -> Self {
+        let (code, message) = parse_error_body(body);
+        let detail = match (code, message) {
+            (Some(code), Some(message)) => format!(": {code}: {message}"),
+            (Some(text), None) | (None, Some(text)) => format!(": {text}"),
+            (None, None) => String::new(),
+        };
+        let status_code = status.as_u16();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            CredentialError::Unavailable {
+                issuer,
+                status: status_code,
+                detail,
+            }
+        } else {
+            CredentialError::Refused {
+                issuer,
+                status: status_code,
+                detail,
+            }
+        }
+    }
+}
+
+/// Hands out the credentials for each HSS call, from the source `hss.auth` names.
+#[derive(Debug)]
+pub struct CredentialProvider {
+    source: Source,
+    clock: Arc<dyn WallClock>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Static(AccessKey),
+    Metadata(MetadataIssuer),
+    Token(IamIssuer),
+}
+
+impl CredentialProvider {
+    /// `http` carries the timeout and connection pool the HSS calls use too;
+    /// IAM is asked through it.
+    pub fn from_settings(
+        settings: &HssSettings,
+        http: reqwest::Client,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Self, HssError> {
+        let source = match settings.auth {
+            HssAuthKind::Aksk => {
+                let access_key = settings.ak.clone().ok_or(HssError::MissingSetting {
+                    key: "hss.ak",
+                    auth: "aksk",
+                })?;
+                let secret_key = settings.sk.clone().ok_or(HssError::MissingSetting {
+                    key: "hss.sk",
+                    auth: "aksk",
+                })?;
+                Source::Static(AccessKey {
+                    access_key,
+                    secret_key,
+                    security_token: settings.security_token.clone(),
+                })
+            }
+            HssAuthKind::Metadata => {
+                let base = base_url("hss.metadata_url", &settings.metadata_url)?;
+                // The link-local metadata service is never behind the
+                // HTTP(S)_PROXY that may route the HSS calls.
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(settings.request_timeout())
+                    .build()
+                    .map_err(|e| HssError::HttpClient(describe_transport_error(&e)))?;
+                Source::Metadata(MetadataIssuer {
+                    http,
+                    token_url: join(&base, "hss.metadata_url", METADATA_TOKEN_PATH)?,
+                    security_key_url: join(&base, "hss.metadata_url", METADATA_SECURITY_KEY_PATH)?,
+                    state: tokio::sync::Mutex::new(MetadataState::default()),
+                })
+            }
+            HssAuthKind::Token => {
+                let missing = |key| HssError::MissingSetting { key, auth: "token" };
+                let iam_endpoint = settings.effective_iam_endpoint();
+                let base = base_url("hss.iam_endpoint", &iam_endpoint)?;
+                Source::Token(IamIssuer {
+                    http,
+                    tokens_url: join(&base, "hss.iam_endpoint", IAM_TOKENS_PATH)?,
+                    domain_name: settings
+                        .domain_name
+                        .clone()
+                        .ok_or_else(|| missing("hss.domain_name"))?,
+                    user_name: settings
+                        .user_name
+                        .clone()
+                        .ok_or_else(|| missing("hss.user_name"))?,
+                    password: settings
+                        .password
+                        .clone()
+                        .ok_or_else(|| missing("hss.password"))?,
+                    project_id: settings.project_id.clone(),
+                    cached: tokio::sync::Mutex::new(None),
+                })
+            }
+        };
+        Ok(Self { source, clock })
+    }
+
+    pub fn auth_kind(&self) -> HssAuthKind {
+        match self.source {
+            Source::Static(_) => HssAuthKind::Aksk,
+            Source::Metadata(_) => HssAuthKind::Metadata,
+            Source::Token(_) => HssAuthKind::Token,
+        }
+    }
+
+    /// Credentials for the next call: cached ones while they have enough life
+    /// left, else fresh ones from the issuer.
+    pub async fn current(&self) -> Result<CallCredentials, CredentialError> {
+        let now = self.clock.now();
+        match &self.source {
+            Source::Static(key) => Ok(CallCredentials::AccessKey(key.clone())),
+            Source::Metadata(issuer) => issuer.current(now).await.map(CallCredentials::AccessKey),
+            Source::Token(issuer) => issuer.current(now).await.map(CallCredentials::Token),
+        }
+    }
+
+    /// HSS answered 401: forget cached credentials so that the next
+    /// [`CredentialProvider::current`] fetches new ones. Returns whether that
+    /// can change anything (a static key cannot be renewed).
+    pub async fn invalidate(&self) -> bool {
+        match &self.source {
+            Source::Static(_) => false,
+            Source::Metadata(issuer) => {
+                issuer.state.lock().await.credentials = None;
+                true
+            }
+            Source::Token(issuer) => {
+                *issuer.cached.lock().await = None;
+                true
+            }
+        }
+    }
+}
+
+fn base_url(key: &'static str, value: &str) -> Result<Url, HssError> {
+    let invalid = |reason: String| HssError::InvalidUrl {
+        key,
+        value: value.to_string(),
+        reason,
+    };
+    let mut url = Url::parse(value).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            "needs an http:// or https:// URL with a host".into(),
+        ));
+    }
+    // A trailing slash makes `join` append below the base path instead of replacing its last segment.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn join(base: &Url, key: &'static str, path: &str) -> Result<Url, HssError> {
+    base.join(path).map_err(|e| HssError::InvalidUrl {
+        key,
+        value: base.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[derive(Debug)]
+struct Expiring<T> {
+    value: T,
+    expires_at: DateTime<Utc>,
+}
+
+/// Temporary AK/SK from `GET {metadata_url}/openstack/latest/securitykey`,
+/// behind a session token from `PUT {metadata_url}/meta-data/latest/api/token`.
+#[derive(Debug)]
+struct MetadataIssuer {
+    http: reqwest::Client,
+    token_url: Url,
+    security_key_url: Url,
+    // Held across the fetch so concurrent batches wait for one refresh
+    // instead of each asking the metadata service.
+    state: tokio::sync::Mutex<MetadataState>,
+}
+
+#[derive(Debug, Default)]
+struct MetadataState {
+    session: Option<Expiring<MetadataSession>>,
+    credentials: Option<Expiring<AccessKey>>,
+}
+
+#[derive(Debug, Clone)]
+enum MetadataSession {
+    Token(Secret),
+    /// The service predates session tokens (404/405 on the PUT): ask without one.
+    Unsupported,
+}
+
+#[derive(Deserialize)]
+struct SecurityKeyDocument {
+    credential: SecurityKeyCredential,
+}
+
+// Plain strings, not `Secret`: deserializing a `Secret` would follow
+// `env:`/`file:` references, which a network answer must never trigger.
+#[derive(Deserialize)]
+struct SecurityKeyCredential {
+    access: String,
+    secret: String,
+    securitytoken: String,
+    expires_at: String,
+}
+
+impl MetadataIssuer {
+    async fn current(&self, now: DateTime<Utc>) -> Result<AccessKey, CredentialError> {
+        let mut state = self.state.lock().await;
+        if let Some(cached) = &state.credentials
+            && !needs_renewal(cached.expires_at, now, METADATA_RENEWAL_MARGIN)
+        {
+            return Ok(cached.value.clone());
+        }
+        let session = self.session(&mut state, now, false).await?;
+        let mut response = self.fetch_security_key(&session).await?;
+        if response.0 == StatusCode::UNAUTHORIZED && matches!(session, MetadataSession::Token(_)) {
+            // The session token may have been dropped early (service restart): one new one.
+            let session = self.session(&mut state, now, true).await?;
+            response = self.fetch_security_key(&session).await?;
+        }
+        let (status, body) = response;
+        if !status.is_success() {
+            return Err(CredentialError::from_status(
+                Issuer::MetadataService,
+                status,
+                &body,
+            ));
+        }
+        let document: SecurityKeyDocument =
+            serde_json::from_slice(&body).map_err(|e| CredentialError::Malformed {
+                issuer: Issuer::MetadataService,
+                reason: format!("securitykey document: {}", describe_json_error(&e)),
+            })?;
+        let credential = document.credential;
+        let expires_at = parse_expiry(Issuer::MetadataService, &credential.expires_at)?;
+        if credential.access.is_empty() || credential.secret.is_empty() {
+            return Err(CredentialError::Malformed {
+                issuer: Issuer::MetadataService,
+                reason: "securitykey document has an empty access or secret".into(),
+            });
+        }
+        let key = AccessKey {
+            access_key: Secret::literal(credential.access),
+            secret_key: Secret::literal(credential.secret),
+            security_token: (!credential.securitytoken.is_empty())
+                .then(|| Secret::literal(credential.securitytoken)),
+        };
+        tracing::info!(
+            issuer = %Issuer::MetadataService,
+            %expires_at,
+            "obtained temporary AK/SK for HSS"
+        );
+        state.credentials = Some(Expiring {
+            value: key.clone(),
+            expires_at,
+        });
+        Ok(key)
+    }
+
+    async fn session(
+        &self,
+        state: &mut MetadataState,
+        now: DateTime<Utc>,
+        force_new: bool,
+    ) -> Result<MetadataSession, CredentialError> {
+        if !force_new
+            && let Some(session) = &state.session
+            && !needs_renewal(session.expires_at, now, METADATA_SESSION_MARGIN)
+        {
+            return Ok(session.value.clone());
+        }
+        let response = self
+            .http
+            .put(self.token_url.clone())
+            .header(
+                METADATA_TOKEN_TTL_HEADER,
+                METADATA_SESSION_TTL.as_secs().to_string(),
+            )
+            .send()
+            .await
+            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
+        let session = if status.is_success() {
+            let token = String::from_utf8_lossy(&body).trim().to_string();
+            if token.is_empty() {
+                return Err(CredentialError::Malformed {
+                    issuer: Issuer::MetadataService,
+                    reason: "empty session token".into(),
+                });
+            }
+            MetadataSession::Token(Secret::literal(token))
+        } else if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+            MetadataSession::Unsupported
+        } else {
+            return Err(CredentialError::from_status(
+                Issuer::MetadataService,
+                status,
+                &body,
+            ));
+        };
+        let lifetime = TimeDelta::from_std(METADATA_SESSION_TTL).unwrap_or(TimeDelta::MAX);
+        state.session = Some(Expiring {
+            value: session.clone(),
+            expires_at: now + lifetime,
+        });
+        Ok(session)
+    }
+
+    async fn fetch_security_key(
+        &self,
+        session: &MetadataSession,
+    ) -> Result<(StatusCode, Vec<u8>), CredentialError> {
+        let mut request = self.http.get(self.security_key_url.clone());
+        if let MetadataSession::Token(token) = session {
+            request = request.header(METADATA_TOKEN_HEADER, token.expose());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
+        Ok((status, body.to_vec()))
+    }
+}
+
+/// An IAM token from `POST {iam_endpoint}/v3/auth/tokens` (password identity,
+/// scoped to the HSS project).
+#[derive(Debug)]
+struct IamIssuer {
+    http: reqwest::Client,
+    tokens_url: Url,
+    domain_name: String,
+    user_name: String,
+    password: Secret,
+    project_id: String,
+    // Held across the fetch: one token request at a time, shared by all waiters.
+    cached: tokio::sync::Mutex<Option<Expiring<Secret>>>,
+}
+
+#[derive(Deserialize)]
+struct TokenDocument {
+    token: TokenBody,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    expires_at: String,
+}
+
+impl IamIssuer {
+    async fn current(&self, now: DateTime<Utc>) -> Result<Secret, CredentialError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref()
+            && !needs_renewal(token.expires_at, now, TOKEN_RENEWAL_MARGIN)
+        {
+            return Ok(token.value.clone());
+        }
+        let request_body = serde_json::json!({
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": self.user_name,
+                            "password": self.password.expose(),
+                            "domain": { "name": self.domain_name }
+                        }
+                    }
+                },
+                "scope": { "project": { "id": self.project_id } }
+            }
+        });
+        let response = self
+            .http
+            .post(self.tokens_url.clone())
+            .json(&request_body)
+            .send()
+            .await
+            .map_err(|e| unreachable_error(Issuer::Iam, &e))?;
+        let status = response.status();
+        let token = response
+            .headers()
+            .get(SUBJECT_TOKEN_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable_error(Issuer::Iam, &e))?;
+        if !status.is_success() {
+            return Err(CredentialError::from_status(Issuer::Iam, status, &body));
+        }
+        let token =
+            token
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| CredentialError::Malformed {
+                    issuer: Issuer::Iam,
+                    reason: format!("no {SUBJECT_TOKEN_HEADER} header"),
+                })?;
+        let document: TokenDocument =
+            serde_json::from_slice(&body).map_err(|e| CredentialError::Malformed {
+                issuer: Issuer::Iam,
+                reason: format!("token document: {}", describe_json_error(&e)),
+            })?;
+        let expires_at = parse_expiry(Issuer::Iam, &document.token.expires_at)?;
+        tracing::info!(issuer = %Issuer::Iam, %expires_at, "obtained an IAM token for HSS");
+        let token = Secret::literal(token);
+        *cached = Some(Expiring {
+            value: token.clone(),
+            expires_at,
+        });
+        Ok(token)
+    }
+}
+
+fn parse_expiry(issuer: Issuer, value: &str) -> Result<DateTime<Utc>, CredentialError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|e| CredentialError::Malformed {
+            issuer,
+            reason: format!("expires_at is not an RFC 3339 time ({e})"),
+        })
+}
+
+fn unreachable_error(issuer: Issuer, error: &reqwest::Error) -> CredentialError {
+    CredentialError::Unreachable {
+        issuer,
+        reason: describe_transport_error(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn renewal_starts_when_less_than_the_margin_is_left() {
+        let expires_at = at("2026-11-28T12:00:00Z");
+        let clock = ManualClock::new(at("2026-11-28T11:00:00Z"));
+        assert!(!needs_renewal(
+            expires_at,
+            clock.now(),
+            METADATA_RENEWAL_MARGIN
+        ));
+        clock.advance(Duration::from_secs(20 * 60));
+        assert!(!needs_renewal(
+            expires_at,
+            clock.now(),
+            METADATA_RENEWAL_MARGIN
+        ));
+        clock.advance(Duration::from_secs(1));
+        assert!(needs_renewal(
+            expires_at,
+            clock.now(),
+            METADATA_RENEWAL_MARGIN
+        ));
+        clock.set(at("2026-11-28T13:00:00Z"));
+        assert!(needs_renewal(
+            expires_at,
+            clock.now(),
+            METADATA_RENEWAL_MARGIN
+        ));
+    }
+
+    #[test]
+    fn iam_tokens_are_renewed_an_hour_before_expiry() {
+        let issued = at("2026-11-28T09:00:00Z");
+        let expires_at = issued + TimeDelta::hours(24);
+        let clock = ManualClock::new(issued);
+        assert!(!needs_renewal(
+            expires_at,
+            clock.now(),
+            TOKEN_RENEWAL_MARGIN
+        ));
+        clock.advance(Duration::from_secs(23 * 3600));
+        assert!(!needs_renewal(
+            expires_at,
+            clock.now(),
+            TOKEN_RENEWAL_MARGIN
+        ));
+        clock.advance(Duration::from_secs(1));
+        assert!(needs_renewal(expires_at, clock.now(), TOKEN_RENEWAL_MARGIN));
+    }
+
+    #[test]
+    fn issuer_statuses_split_into_refused_and_unavailable() {
+        let refused = CredentialError::from_status(
+            Issuer::Iam,
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#,
+        );
+        assert_eq!(
+            refused,
+            CredentialError::Refused {
+                issuer: Issuer::Iam,
+                status: 401,
+                detail: ": 401: The username or password is wrong.".into()
+            }
+        );
+        assert!(!refused.is_retryable());
+        for status in [429, 500, 503] {
+            let error = CredentialError::from_status(
+                Issuer::MetadataService,
+                StatusCode::from_u16(status).unwrap(),
+                b"",
+            );
+            assert_eq!(
+                error,
+                CredentialError::Unavailable {
+                    issuer: Issuer::MetadataService,
+                    status,
+                    detail: String::new()
+                }
+            );
+            assert!(error.is_retryable());
+        }
+    }
+
+    #[test]
+    fn expiry_times_with_fractions_parse() {
+        assert_eq!(
+            parse_expiry(Issuer::Iam, "2026-11-29T09:30:15.123000Z").unwrap(),
+            at("2026-11-29T09:30:15.123Z")
+        );
+        assert!(matches!(
+            parse_expiry(Issuer::MetadataService, "tomorrow"),
+            Err(CredentialError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn base_urls_keep_their_path_prefix() {
+        let base = base_url("hss.metadata_url", "http://127.0.0.1:9/prefix").unwrap();
+        assert_eq!(
+            join(&base, "k", METADATA_SECURITY_KEY_PATH)
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:9/prefix/openstack/latest/securitykey"
+        );
+        assert!(matches!(
+            base_url("hss.iam_endpoint", "ftp://iam"),
+            Err(HssError::InvalidUrl { .. })
+        ));
+    }
+}

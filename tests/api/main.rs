@@ -1,0 +1,8 @@
+//! The one integration-test binary: shared fakes and helpers, then one module per area.
+
+mod fake_hss;
+mod fake_issuers;
+mod helpers;
+
+mod hss_client;
+mod webhooks;
