@@ -91,12 +91,16 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# wait_for URL EXPECTED_STATUS SECONDS
+# wait_for URL EXPECTED_STATUS SECONDS [PID]: gives up early when PID has exited.
 wait_for() {
-    local url=$1 want=$2 limit=$3 code=""
+    local url=$1 want=$2 limit=$3 pid=${4:-} code=""
     for _ in $(seq 1 $((limit * 5))); do
         code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 "$url" || true)
         [ "$code" = "$want" ] && return 0
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            say "the process behind $url exited"
+            return 1
+        fi
         sleep 0.2
     done
     say "$url answered ${code:-nothing}, not $want, within ${limit}s"
@@ -151,7 +155,7 @@ pids+=($!)
 for _ in $(seq 1 50); do [ -s "$work/hss.port" ] && break; sleep 0.1; done
 [ -s "$work/hss.port" ] || die "the fake HSS did not start"
 hss_port=$(tr -d '[:space:]' <"$work/hss.port")
-wait_for "http://127.0.0.1:$hss_port/healthz" 200 10 || die "the fake HSS does not answer"
+wait_for "http://127.0.0.1:$hss_port/healthz" 200 10 "${pids[-1]}" || die "the fake HSS does not answer"
 
 # ---- two bridges, compose/bridge.toml with local addresses -------------------
 webhook_token=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
@@ -179,8 +183,8 @@ for replica in 1 2; do
 done
 bridge_pids=("${pids[@]: -2}")
 for replica in 1 2; do
-    wait_for "http://127.0.0.1:${bridge_ports[replica - 1]}/readyz" 200 60 \
-        || die "bridge-$replica is not ready"
+    wait_for "http://127.0.0.1:${bridge_ports[replica - 1]}/readyz" 200 60 "${bridge_pids[replica - 1]}" \
+        || die "bridge-$replica is not ready (see bridge-$replica.log below)"
 done
 say "bridges ready on 127.0.0.1:${bridge_ports[0]} and 127.0.0.1:${bridge_ports[1]}"
 
@@ -206,7 +210,7 @@ fi
     >"$work/nginx-access.log" 2>"$work/nginx.log" &
 pids+=($!)
 lb="http://127.0.0.1:$lb_port"
-wait_for "$lb/readyz" 200 20 || die "nginx does not reach a ready bridge"
+wait_for "$lb/readyz" 200 20 "${pids[-1]}" || die "nginx does not reach a ready bridge"
 say "nginx on $lb"
 
 # ---- pushes -------------------------------------------------------------------
@@ -363,6 +367,5 @@ for replica in 1 2; do
     fi
 done
 
-say "$passed passed, $failed failed"
 echo "local-cluster: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
