@@ -3,7 +3,9 @@
 mod fake_hss;
 mod fake_issuers;
 mod helpers;
+mod process;
 
 mod batching;
+mod crash;
 mod hss_client;
 mod webhooks;
