@@ -6,6 +6,7 @@ mod helpers;
 mod process;
 
 mod batching;
+mod config;
 mod crash;
 mod hss_client;
 mod webhooks;
