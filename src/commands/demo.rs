@@ -20,13 +20,41 @@ const HMAC: &str = "demo-registry-hmac-secret";
 
 /// (source, file name, body): the pushes the demo sends, in order.
 const PUSHES: [(&str, &str, &[u8]); 7] = [
-    ("swr-ee", "swr-ee-push-artifact.json", include_bytes!("../../fixtures/swr-ee-push-artifact.json")),
-    ("swr-ee", "swr-ee-push-artifact.json (redelivered)", include_bytes!("../../fixtures/swr-ee-push-artifact.json")),
-    ("swr-ee", "harbor-push-minimal.json", include_bytes!("../../fixtures/harbor-push-minimal.json")),
-    ("swr-ee", "harbor-push-by-digest.json", include_bytes!("../../fixtures/harbor-push-by-digest.json")),
-    ("swr-ee", "harbor-delete-artifact.json", include_bytes!("../../fixtures/harbor-delete-artifact.json")),
-    ("harbor-ce", "harbor-cloudevents-push.json", include_bytes!("../../fixtures/harbor-cloudevents-push.json")),
-    ("registry", "distribution-notification.json", include_bytes!("../../fixtures/distribution-notification.json")),
+    (
+        "swr-ee",
+        "swr-ee-push-artifact.json",
+        include_bytes!("../../fixtures/swr-ee-push-artifact.json"),
+    ),
+    (
+        "swr-ee",
+        "swr-ee-push-artifact.json (redelivered)",
+        include_bytes!("../../fixtures/swr-ee-push-artifact.json"),
+    ),
+    (
+        "swr-ee",
+        "harbor-push-minimal.json",
+        include_bytes!("../../fixtures/harbor-push-minimal.json"),
+    ),
+    (
+        "swr-ee",
+        "harbor-push-by-digest.json",
+        include_bytes!("../../fixtures/harbor-push-by-digest.json"),
+    ),
+    (
+        "swr-ee",
+        "harbor-delete-artifact.json",
+        include_bytes!("../../fixtures/harbor-delete-artifact.json"),
+    ),
+    (
+        "harbor-ce",
+        "harbor-cloudevents-push.json",
+        include_bytes!("../../fixtures/harbor-cloudevents-push.json"),
+    ),
+    (
+        "registry",
+        "distribution-notification.json",
+        include_bytes!("../../fixtures/distribution-notification.json"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -93,15 +121,21 @@ pub async fn run() -> Result<(), DemoError> {
     let data = tempfile::tempdir().map_err(|e| setup(&e))?;
     let store_url = format!("sqlite://{}/bridge.db", data.path().display());
     let hss = StandInHss::start(AK, SK).map_err(|e| setup(&e))?;
-    let settings = Settings::from_toml(&config(&hss.endpoint, &store_url)).map_err(|e| setup(&e))?;
+    let settings =
+        Settings::from_toml(&config(&hss.endpoint, &store_url)).map_err(|e| setup(&e))?;
     crate::telemetry::init(&settings.log);
-    let app = Application::build(settings.clone()).await.map_err(|e| setup(&e))?;
+    let app = Application::build(settings.clone())
+        .await
+        .map_err(|e| setup(&e))?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let stopper = app.stopper();
     let server = tokio::spawn(app.run_until_stopped());
 
     println!("swr-scan-bridge demo");
-    println!("  bridge:          {base}  (embedded store in {})", data.path().display());
+    println!(
+        "  bridge:          {base}  (embedded store in {})",
+        data.path().display()
+    );
     println!("  stand-in HSS:    {}", hss.endpoint);
     println!("  batch window:    {} ms\n", settings.batch.window_ms);
     println!("1. Sample pushes (POST /webhooks/{{source}}):");
@@ -145,18 +179,31 @@ pub async fn run() -> Result<(), DemoError> {
     }
 
     let received = hss.received();
-    println!("\n3. Batch-scan requests the bridge made ({}):", received.len());
+    println!(
+        "\n3. Batch-scan requests the bridge made ({}):",
+        received.len()
+    );
     for (index, scan) in received.iter().enumerate() {
         println!("\n   --- request {} ---", index + 1);
         println!("   {} {}", scan.method, scan.uri);
-        for (name, value) in &scan.headers {
-            if name.starts_with("x-") || name == "content-type" || name == "authorization" || name == "host" {
+        let mut headers = scan.headers.clone();
+        headers.sort();
+        for (name, value) in &headers {
+            if name.starts_with("x-")
+                || name == "content-type"
+                || name == "authorization"
+                || name == "host"
+            {
                 println!("   {name}: {value}");
             }
         }
         println!(
             "   signature check by the stand-in: {}",
-            if scan.signature_valid { "valid" } else { "INVALID" }
+            if scan.signature_valid {
+                "valid"
+            } else {
+                "INVALID"
+            }
         );
         let pretty = serde_json::to_string_pretty(&scan.body).unwrap_or_default();
         for line in pretty.lines() {
@@ -168,7 +215,9 @@ pub async fn run() -> Result<(), DemoError> {
     let _ = server.await;
     hss.stop().await;
     if received.iter().any(|scan| !scan.signature_valid) {
-        return Err(DemoError::Setup("a request carried an invalid signature".into()));
+        return Err(DemoError::Setup(
+            "a request carried an invalid signature".into(),
+        ));
     }
     println!("\nDone: every acknowledged image reached the stand-in HSS.");
     Ok(())

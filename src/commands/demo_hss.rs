@@ -46,9 +46,10 @@ impl StandInHss {
             Arc::clone(&received),
         ));
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .route("/v5/{project_id}/image/batch-scan", web::post().to(batch_scan))
+            App::new().app_data(state.clone()).route(
+                "/v5/{project_id}/image/batch-scan",
+                web::post().to(batch_scan),
+            )
         })
         .workers(1)
         .disable_signals()
@@ -74,7 +75,11 @@ impl StandInHss {
 
 type State = (Credentials, Arc<Mutex<Vec<ReceivedScan>>>);
 
-async fn batch_scan(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+async fn batch_scan(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
     let (credentials, received) = state.get_ref();
     let headers: Vec<(String, String)> = request
         .headers()
@@ -125,11 +130,10 @@ fn verify(
         .split(';')
         .filter_map(|name| header(headers, name).map(|value| (name.to_string(), value)))
         .collect();
-    let query: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(
-        request.query_string(),
-    )
-    .map(|q| q.into_inner())
-    .unwrap_or_default();
+    let query: Vec<(String, String)> =
+        web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
     let expected = authorization(
         &credentials.ak,
         &credentials.sk,

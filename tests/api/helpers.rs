@@ -113,16 +113,15 @@ pub struct TestApp {
 }
 
 /// Starts the real application on port 0 with `base_config`, after `customize`.
-pub async fn spawn_app_with(
-    hss_endpoint: &str,
-    customize: impl FnOnce(&mut Settings),
-) -> TestApp {
+pub async fn spawn_app_with(hss_endpoint: &str, customize: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let store_url = format!("sqlite://{}/bridge.db", data_dir.path().display());
     let mut settings =
         Settings::from_toml(&base_config(hss_endpoint, &store_url)).expect("test config is valid");
     customize(&mut settings);
-    settings.validate().expect("customized test config is valid");
+    settings
+        .validate()
+        .expect("customized test config is valid");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let stopper = app.stopper();
@@ -185,7 +184,12 @@ pub fn token(value: &str) -> Vec<(String, String)> {
 }
 
 /// Standard Webhooks v1 headers, computed here independently of the crate.
-pub fn standard_webhooks(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
+pub fn standard_webhooks(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.trim_start_matches("whsec_"))
         .expect("whsec base64");
@@ -244,4 +248,28 @@ pub fn harbor_push(namespace: &str, name: &str, tag: &str) -> Vec<u8> {
         }
     }))
     .expect("json")
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: std::time::Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// Drains the app as SIGTERM would and waits for it to finish.
+    pub async fn stop(self) {
+        self.stopper.notify_one();
+        self.server.await.expect("app task ends cleanly");
+    }
 }

@@ -3,6 +3,10 @@
 mod fake_hss;
 mod fake_issuers;
 mod helpers;
+mod process;
 
+mod batching;
+mod config;
+mod crash;
 mod hss_client;
 mod webhooks;

@@ -51,8 +51,12 @@ fn reasons(body: &Value) -> Vec<String> {
 async fn swr_ee_sample_yields_two_images_of_one_repository() {
     let (app, _hss) = spawn().await;
     let (status, body) = answer(
-        app.post_webhook("swr-ee", &sample("swr-ee-push-artifact.json"), &token(TOKEN_OLD))
-            .await,
+        app.post_webhook(
+            "swr-ee",
+            &sample("swr-ee-push-artifact.json"),
+            &token(TOKEN_OLD),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -70,7 +74,10 @@ async fn swr_ee_sample_yields_two_images_of_one_repository() {
             assert_eq!(i["partition"]["image_type"], "instance_image");
             assert_eq!(i["partition"]["instance_id"], INSTANCE_ID);
             assert_eq!(i["partition"]["enterprise_project_id"], "0");
-            assert_eq!(i["instance_url"], "ee-demo.swr.cn-north-4.myhuaweicloud.com");
+            assert_eq!(
+                i["instance_url"],
+                "ee-demo.swr.cn-north-4.myhuaweicloud.com"
+            );
             i["image"]["tag"].as_str().expect("tag")
         })
         .collect();
@@ -96,9 +103,16 @@ async fn a_rotated_token_is_accepted_and_a_repush_is_a_duplicate() {
 async fn token_scheme_rejects_wrong_and_missing_tokens() {
     let (app, _hss) = spawn().await;
     let body = sample("swr-ee-push-artifact.json");
-    let (status, wrong) = answer(app.post_webhook("swr-ee", &body, &token("swr-token-ol")).await).await;
+    let (status, wrong) = answer(
+        app.post_webhook("swr-ee", &body, &token("swr-token-ol"))
+            .await,
+    )
+    .await;
     assert_error(status, &wrong, 401, "bad_token");
-    assert!(!wrong.to_string().contains(TOKEN_OLD), "the answer must not leak the secret");
+    assert!(
+        !wrong.to_string().contains(TOKEN_OLD),
+        "the answer must not leak the secret"
+    );
     let (status, missing) = answer(app.post_webhook("swr-ee", &body, &[]).await).await;
     assert_error(status, &missing, 401, "missing_header");
     assert_eq!(app.pending_count().await, 0);
@@ -123,7 +137,10 @@ async fn standard_webhooks_accepts_each_rotated_secret_and_answers_replays_as_du
     let rotated = standard_webhooks(WHSEC_B, "msg_second", now(), &body);
     let (status, second) = answer(app.post_webhook("harbor-ce", &body, &rotated).await).await;
     assert_eq!(status, 202, "{second}");
-    assert_eq!(second["duplicates"], 1, "library/nginx:2.0.1 is already pending");
+    assert_eq!(
+        second["duplicates"], 1,
+        "library/nginx:2.0.1 is already pending"
+    );
     assert_eq!(app.pending_count().await, 1);
 }
 
@@ -135,7 +152,11 @@ async fn standard_webhooks_finds_the_valid_one_among_several_signatures() {
     let good = standard_webhooks(WHSEC_B, "msg_multi", ts, &body);
     let other = standard_webhooks("whsec_b3RoZXI=", "msg_multi", ts, &body);
     let header = format!("{} v2,ignored-version {}", other[2].1, good[2].1);
-    let headers = vec![good[0].clone(), good[1].clone(), ("webhook-signature".into(), header)];
+    let headers = vec![
+        good[0].clone(),
+        good[1].clone(),
+        ("webhook-signature".into(), header),
+    ];
     let (status, body) = answer(app.post_webhook("harbor-ce", &body, &headers).await).await;
     assert_eq!(status, 202, "{body}");
 }
@@ -172,8 +193,11 @@ async fn standard_webhooks_rejects_bad_stale_and_future_signatures() {
 async fn registry_notification_yields_only_the_tagged_push() {
     let (app, _hss) = spawn().await;
     let body = sample("distribution-notification.json");
-    let (status, answer_body) =
-        answer(app.post_webhook("registry", &body, &hmac_sha256(HMAC_SECRET, &body)).await).await;
+    let (status, answer_body) = answer(
+        app.post_webhook("registry", &body, &hmac_sha256(HMAC_SECRET, &body))
+            .await,
+    )
+    .await;
     assert_eq!(status, 202, "{answer_body}");
     assert_eq!(answer_body["accepted"], 1);
     assert_eq!(answer_body["ignored"], 2);
@@ -192,9 +216,11 @@ async fn registry_notification_yields_only_the_tagged_push() {
 async fn hmac_scheme_rejects_a_wrong_signature() {
     let (app, _hss) = spawn().await;
     let body = sample("distribution-notification.json");
-    let (status, bad) =
-        answer(app.post_webhook("registry", &body, &hmac_sha256("not-the-secret", &body)).await)
-            .await;
+    let (status, bad) = answer(
+        app.post_webhook("registry", &body, &hmac_sha256("not-the-secret", &body))
+            .await,
+    )
+    .await;
     assert_error(status, &bad, 401, "bad_signature");
     let (status, missing) = answer(app.post_webhook("registry", &body, &[]).await).await;
     assert_error(status, &missing, 401, "missing_header");
@@ -207,16 +233,23 @@ async fn events_that_are_not_tagged_pushes_are_ignored_with_reasons() {
         ("harbor-push-by-digest.json", "push_by_digest"),
         ("harbor-delete-artifact.json", "not_a_push"),
     ] {
-        let (status, body) =
-            answer(app.post_webhook("swr-ee", &sample(file), &token(TOKEN_NEW)).await).await;
+        let (status, body) = answer(
+            app.post_webhook("swr-ee", &sample(file), &token(TOKEN_NEW))
+                .await,
+        )
+        .await;
         assert_eq!(status, 202, "{file}: {body}");
         assert_eq!(body["accepted"], 0, "{file}");
         assert_eq!(body["ignored"], 1, "{file}");
         assert_eq!(reasons(&body), [reason], "{file}");
     }
     let (status, body) = answer(
-        app.post_webhook("swr-ee", &sample("harbor-push-minimal.json"), &token(TOKEN_NEW))
-            .await,
+        app.post_webhook(
+            "swr-ee",
+            &sample("harbor-push-minimal.json"),
+            &token(TOKEN_NEW),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -230,7 +263,11 @@ async fn filters_decide_with_swr_glob_rules() {
     let cases = [
         (harbor_push("team-a", "payments/api", "v1"), 1, None),
         (harbor_push("team-b", "api", "v1"), 0, Some("filtered_out")),
-        (harbor_push("team-a", "api", "build-cache"), 0, Some("filtered_out")),
+        (
+            harbor_push("team-a", "api", "build-cache"),
+            0,
+            Some("filtered_out"),
+        ),
     ];
     for (body, accepted, reason) in cases {
         let (status, answer_body) =
@@ -262,8 +299,12 @@ async fn malformed_requests_get_precise_errors() {
     assert_error(status, &body, 413, "payload_too_large");
 
     let (status, body) = answer(
-        app.post_webhook("no-such-source", &sample("swr-ee-push-artifact.json"), &auth)
-            .await,
+        app.post_webhook(
+            "no-such-source",
+            &sample("swr-ee-push-artifact.json"),
+            &auth,
+        )
+        .await,
     )
     .await;
     assert_error(status, &body, 404, "unknown_source");
@@ -301,7 +342,10 @@ async fn cloudevents_content_type_is_json_too() {
     let mut request = app
         .client
         .post(app.url("/webhooks/harbor-ce"))
-        .header("Content-Type", "application/cloudevents+json; charset=utf-8")
+        .header(
+            "Content-Type",
+            "application/cloudevents+json; charset=utf-8",
+        )
         .body(body.clone());
     for (name, value) in standard_webhooks(WHSEC_A, "msg_ce", now(), &body) {
         request = request.header(name, value);
@@ -323,6 +367,15 @@ async fn every_answer_carries_a_request_id() {
         .await
         .expect("sent");
     assert_eq!(response.headers()["x-request-id"], "trace-123");
-    let fresh = app.client.get(app.url("/healthz")).send().await.expect("sent");
-    assert_eq!(fresh.headers()["x-request-id"].len(), 36, "a UUID when none was given");
+    let fresh = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        fresh.headers()["x-request-id"].len(),
+        36,
+        "a UUID when none was given"
+    );
 }
