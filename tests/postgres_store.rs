@@ -457,8 +457,14 @@ async fn a_refused_connection_is_unavailable_at_once() {
         .await
         .expect("connect does not need the database");
     let started = Instant::now();
-    let ping = store.ping().await;
-    assert!(matches!(&ping, Err(StoreError::Unavailable(_))), "{ping:?}");
+    match store.ping().await {
+        Err(StoreError::Unavailable(message)) => assert!(
+            message.starts_with("cannot connect to PostgreSQL: error connecting to server: ")
+                && message.contains("refused"),
+            "{message}"
+        ),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
     let enqueue = store.enqueue(None, &[target("i1", "api", "v1")], T0).await;
     assert!(
         matches!(&enqueue, Err(StoreError::Unavailable(_))),

@@ -8,8 +8,10 @@
 //! - A batch due again (retry time reached, lease expired) is taken with
 //!   `FOR UPDATE SKIP LOCKED`, so exactly one replica gets it.
 //! - A new batch is formed only while holding the partition's transaction-scoped
-//!   advisory lock, and its due-ness is checked again under that lock, so two
-//!   replicas never split one partition's window into two requests.
+//!   advisory lock (a replica finding it taken moves on to another partition
+//!   instead of waiting), and its images are read, locked and checked for
+//!   due-ness again under that lock, so two replicas never split one
+//!   partition's window into two requests.
 
 use std::fmt;
 use std::future::Future;

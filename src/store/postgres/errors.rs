@@ -85,17 +85,25 @@ fn is_transient_sqlstate(code: &SqlState) -> bool {
         .contains(&code)
 }
 
-/// The error with its SQLSTATE when the server sent one. Connection errors
-/// never contain the connection string, so no password can leak through here.
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db_error) => format!(
+/// The error with its SQLSTATE when the server sent one, else with its causes
+/// (tokio-postgres prints only "error connecting to server", not why).
+/// Neither contains the connection string's values, so no password leaks.
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db_error) = error.as_db_error() {
+        return format!(
             "{} (SQLSTATE {})",
             db_error.message(),
             db_error.code().code()
-        ),
-        None => error.to_string(),
+        );
     }
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ pub(super) fn build(url: &str, pool_size: usize, schema: Option<&str>) -> Result
     }
     let mut pg_config: tokio_postgres::Config = url.parse().map_err(|error| {
         // The parse error names the offending key, never the password.
-        StoreError::Query(format!("store.url is not a valid PostgreSQL URL: {error}"))
+        StoreError::Query(format!(
+            "store.url is not a valid PostgreSQL URL: {}",
+            super::errors::describe(&error)
+        ))
     })?;
     if pg_config.get_connect_timeout().is_none() {
         pg_config.connect_timeout(ACQUIRE_TIMEOUT);
@@ -135,7 +138,11 @@ mod tests {
         let error =
             build("postgres://u:hunter2@h/db?nonsense=1", 4, None).expect_err("unknown option");
         let message = error.to_string();
-        assert!(message.contains("not a valid PostgreSQL URL"), "{message}");
+        assert_eq!(
+            message,
+            "store query failed: store.url is not a valid PostgreSQL URL: \
+             invalid connection string: unknown option `nonsense`"
+        );
         assert!(!message.contains("hunter2"), "{message}");
         assert!(matches!(
             build("postgres://u@h/db", 0, None),
