@@ -579,7 +579,7 @@ async fn secrets_in_odd_encodings_are_rejected() {
         ("swr-ee", format!("{TOKEN_NEW}{TOKEN_OLD}").into_bytes()),
         (
             "swr-ee",
-            TOKEN_NEW[..TOKEN_NEW.len() - 1].as_bytes().to_vec(),
+            TOKEN_NEW.as_bytes()[..TOKEN_NEW.len() - 1].to_vec(),
         ),
         ("unicode", UNICODE_NFD.as_bytes().to_vec()),
         ("unicode", b"t%C3%B6k%C3%A9n-secret".to_vec()),

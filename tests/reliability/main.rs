@@ -4,8 +4,8 @@
 //! summary of its counts (`cargo test --test reliability -- --nocapture`).
 //! RELIABILITY.md at the repository root describes each one and its figures.
 
-// The api suite's fixtures, shared rather than copied.
-#[allow(dead_code)]
+// The api suite's fixtures, shared rather than copied (fake_hss.rs allows
+// its own unused parts).
 #[path = "../api/fake_hss.rs"]
 mod fake_hss;
 #[allow(dead_code)]
