@@ -23,6 +23,9 @@ pub mod backoff;
 
 pub use backoff::Backoff;
 
+/// How long to wait when a due partition is being claimed by another replica.
+const CONTENDED_PAUSE: Duration = Duration::from_millis(25);
+
 /// After a store failure the loop waits this long before asking again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
 
@@ -174,8 +177,11 @@ impl Batcher {
         let idle = Duration::from_millis(self.policy.window_ms.max(1) as u64);
         let now = self.clock.now_ms();
         match self.store.next_due(now, &self.policy).await {
+            // Due already, yet the claim just came back empty: another replica is
+            // forming that batch right now. Look again shortly instead of spinning.
+            Ok(Some(due)) if due <= now => CONTENDED_PAUSE,
             Ok(Some(due)) => {
-                Duration::from_millis((due - now).clamp(0, idle.as_millis() as Millis) as u64)
+                Duration::from_millis((due - now).min(idle.as_millis() as Millis) as u64)
             }
             Ok(None) => idle,
             Err(error) => {
