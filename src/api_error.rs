@@ -23,6 +23,8 @@ pub enum ApiError {
     EmptyBody,
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {0} s; send it at once")]
+    BodyTimeout(u64),
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error(transparent)]
@@ -67,6 +69,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::EmptyBody => "empty_body",
             ApiError::BodyRead(_) => "body_read_failed",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Verify(error) => error.code(),
             ApiError::Payload(PayloadError::Json(_)) => "malformed_json",
             ApiError::Payload(PayloadError::Shape { .. }) => "invalid_payload",
@@ -88,6 +91,7 @@ impl ResponseError for ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EmptyBody | ApiError::BodyRead(_) | ApiError::Payload(_) => {
                 StatusCode::BAD_REQUEST

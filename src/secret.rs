@@ -5,6 +5,7 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// What a secret prints as, in `check-config` and in `Debug` output.
@@ -60,10 +61,13 @@ impl Secret {
         self.0.expose_secret()
     }
 
-    /// Constant-time equality against untrusted input: the time taken does not
-    /// depend on where the first differing byte is.
+    /// Constant-time equality against untrusted input: the time taken depends
+    /// neither on where the first differing byte is nor on the secret's length
+    /// (`subtle` answers unequal lengths at once, so fixed-size digests are compared).
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        self.expose().as_bytes().ct_eq(candidate).into()
+        let secret: [u8; 32] = Sha256::digest(self.expose().as_bytes()).into();
+        let candidate: [u8; 32] = Sha256::digest(candidate).into();
+        secret.ct_eq(&candidate).into()
     }
 }
 

@@ -191,7 +191,7 @@ impl Application {
         let sent = self.state.batcher.drain(self.state.policy, deadline).await;
         // Load balancers need a moment to see readiness fail before the listener closes.
         linger.await;
-        stop_server(handle).await;
+        stop_server(handle, deadline).await;
         let _ = server.await;
         tracing::info!(
             batches_flushed = sent,
@@ -202,8 +202,15 @@ impl Application {
     }
 }
 
-async fn stop_server(handle: ServerHandle) {
-    handle.stop(true).await;
+/// Lets requests in flight finish, but not past the grace deadline.
+async fn stop_server(handle: ServerHandle, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, handle.stop(true))
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the connections still open");
+        handle.stop(false).await;
+    }
 }
 
 /// The store may start after the bridge (compose, Kubernetes): try for a while.

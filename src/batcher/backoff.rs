@@ -3,7 +3,9 @@
 //!
 //! Full jitter (a uniform delay between zero and the exponential ceiling)
 //! spreads the retries of many batches over time, so an HSS outage does not
-//! end in a synchronized burst when it recovers.
+//! end in a synchronized burst when it recovers. The jitter applies above a
+//! `Retry-After` too: batches told "in 5 s" at the same moment would otherwise
+//! all come back at that one instant.
 
 use std::time::Duration;
 
@@ -47,11 +49,12 @@ impl Backoff {
     }
 
     /// The delay before the next attempt, with `unit` a uniform sample of
-    /// [0, 1] (injected so tests are exact).
+    /// [0, 1] (injected so tests are exact): the jitter, after the server's
+    /// `Retry-After` when it gave one.
     pub fn delay_with(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
         let jittered = self.ceiling(attempt).mul_f64(unit.clamp(0.0, 1.0));
         match retry_after {
-            Some(server_says) => jittered.max(server_says.min(RETRY_AFTER_CAP)),
+            Some(server_says) => server_says.min(RETRY_AFTER_CAP) + jittered,
             None => jittered,
         }
     }
@@ -92,18 +95,31 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor() {
+    fn retry_after_is_a_floor_with_jitter_above_it() {
         let b = backoff();
         let server = Some(Duration::from_secs(2));
-        assert_eq!(b.delay_with(1, server, 0.3), Duration::from_secs(2));
+        assert_eq!(b.delay_with(1, server, 0.0), Duration::from_secs(2));
+        assert_eq!(b.delay_with(1, server, 0.3), Duration::from_millis(2_030));
         assert_eq!(
             b.delay_with(8, Some(Duration::from_millis(10)), 1.0),
-            Duration::from_secs(5)
+            Duration::from_millis(5_010)
         );
         assert_eq!(
             b.delay_with(1, Some(Duration::from_secs(86_400)), 0.0),
             RETRY_AFTER_CAP
         );
+    }
+
+    #[test]
+    fn batches_told_the_same_retry_after_do_not_return_together() {
+        let b = backoff();
+        let server = Some(Duration::from_secs(5));
+        let mut delays: Vec<Duration> = (0..200).map(|_| b.delay(4, server)).collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_secs(5)));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(5_800)));
+        delays.sort();
+        delays.dedup();
+        assert!(delays.len() > 100, "only {} distinct delays", delays.len());
     }
 
     #[test]

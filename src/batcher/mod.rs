@@ -23,8 +23,15 @@ pub mod backoff;
 
 pub use backoff::Backoff;
 
+/// How long to wait when a due partition is being claimed by another replica.
+const CONTENDED_PAUSE: Duration = Duration::from_millis(25);
+
 /// After a store failure the loop waits this long before asking again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// A send ends at most this long (or a tenth of the lease) before its lease
+/// does, leaving time to settle the batch while the lease still holds.
+const LEASE_SETTLE_MARGIN_MS: Millis = 1_000;
 
 /// Lets the intake (and admin flush) wake the batcher.
 #[derive(Clone, Default)]
@@ -170,8 +177,11 @@ impl Batcher {
         let idle = Duration::from_millis(self.policy.window_ms.max(1) as u64);
         let now = self.clock.now_ms();
         match self.store.next_due(now, &self.policy).await {
+            // Due already, yet the claim just came back empty: another replica is
+            // forming that batch right now. Look again shortly instead of spinning.
+            Ok(Some(due)) if due <= now => CONTENDED_PAUSE,
             Ok(Some(due)) => {
-                Duration::from_millis((due - now).clamp(0, idle.as_millis() as Millis) as u64)
+                Duration::from_millis((due - now).min(idle.as_millis() as Millis) as u64)
             }
             Ok(None) => idle,
             Err(error) => {
@@ -182,12 +192,31 @@ impl Batcher {
     }
 
     /// One HSS call for one claimed batch, then settle it in the store.
+    ///
+    /// The call must end while the lease holds: once it lapses, any worker
+    /// (this one included) claims the batch again, and two sends of one batch
+    /// could both succeed. The client bounds each HTTP attempt, but not a
+    /// credential renewal plus a second attempt, so the lease bounds the whole.
     async fn send(&self, batch: ClaimedBatch) {
         let started = Instant::now();
-        let outcome = self
-            .sender
-            .batch_scan(&batch.partition, &batch.images)
-            .await;
+        let budget = self.send_budget(&batch);
+        let outcome = match tokio::time::timeout(
+            budget,
+            self.sender.batch_scan(&batch.partition, &batch.images),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => ScanOutcome::Retryable {
+                status: None,
+                reason: format!(
+                    "no answer within {} ms, before the batch's lease ends; abandoned so it is not sent twice at once",
+                    budget.as_millis()
+                ),
+                retry_after: None,
+                request_id: None,
+            },
+        };
         let elapsed = started.elapsed();
         let status = match &outcome {
             ScanOutcome::Accepted { status, .. } => Some(*status),
@@ -295,6 +324,14 @@ impl Batcher {
         // The queue changed (a retry time was set, a partition emptied): the
         // loop's current sleep may be too long now.
         self.handle.wake();
+    }
+
+    /// How long a send of `batch` may take: until its lease ends, less a
+    /// margin to settle the outcome in the store while the lease still holds.
+    fn send_budget(&self, batch: &ClaimedBatch) -> Duration {
+        let margin = (self.policy.lease_ms / 10).clamp(0, LEASE_SETTLE_MARGIN_MS);
+        let remaining = batch.lease_until - self.clock.now_ms() - margin;
+        Duration::from_millis(remaining.max(0) as u64)
     }
 
     fn store_error(&self, operation: &str, error: &crate::store::StoreError) {

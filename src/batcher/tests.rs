@@ -279,8 +279,12 @@ async fn retry_after_is_honoured() {
     h.push(&[target("i1", "v1")]).await;
     tokio::time::sleep(Duration::from_millis(31_900)).await;
     assert_eq!(h.hss.calls().len(), 1, "retried before Retry-After");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(h.call_times(), vec![2_000, 32_000]);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Retry-After, then up to one backoff ceiling (1 s) of jitter.
+    let times = h.call_times();
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert_eq!(times[0], 2_000);
+    assert!((32_000..=33_000).contains(&times[1]), "{times:?}");
     h.stop.send(true).unwrap();
 }
 
@@ -344,4 +348,70 @@ async fn drain_sends_what_is_due_and_leaves_the_rest() {
     assert_eq!(batcher.drain(POLICY.flush_now(), deadline).await, 1);
     assert_eq!(store.stats().await.unwrap().pending_images, 0);
     assert_eq!(hss.calls().len(), 2);
+}
+
+/// Hangs on its first call (as a credential renewal plus a second attempt
+/// can), answers at once afterwards; counts the calls that ran to the end.
+#[derive(Default)]
+struct HangsOnce {
+    calls: Mutex<Vec<tokio::time::Instant>>,
+    completed: AtomicUsize,
+}
+
+#[async_trait]
+impl ScanSender for HangsOnce {
+    async fn batch_scan(&self, _partition: &Partition, _images: &[BatchImage]) -> ScanOutcome {
+        let first = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(tokio::time::Instant::now());
+            calls.len() == 1
+        };
+        if first {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+        self.completed.fetch_add(1, Ordering::SeqCst);
+        ScanOutcome::Accepted {
+            status: 200,
+            request_id: None,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_is_abandoned_before_its_lease_ends_so_it_never_runs_twice() {
+    let hss = Arc::new(HangsOnce::default());
+    let store = Arc::new(MemoryStore::new());
+    let clock = Clock::starting_at(T0);
+    let batcher = Arc::new(Batcher::new(
+        store.clone(),
+        hss.clone(),
+        POLICY,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        clock,
+        "test-worker".into(),
+        Metrics::new().unwrap(),
+    ));
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(batcher.run(stop_rx));
+    let started = tokio::time::Instant::now();
+    store
+        .enqueue(None, &[target("i1", "v1")], clock.now_ms())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(700)).await;
+
+    let calls: Vec<u128> = hss
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|at| (*at - started).as_millis())
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0], 2_000);
+    // Abandoned a second before the 60 s lease ends, retried within 1 s of jitter.
+    assert!((61_000..=62_000).contains(&calls[1]), "{calls:?}");
+    assert_eq!(hss.completed.load(Ordering::SeqCst), 1, "accepted twice");
+    assert_eq!(store.stats().await.unwrap().pending_images, 0);
+    stop.send(true).unwrap();
 }

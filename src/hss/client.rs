@@ -25,6 +25,10 @@ const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "x-auth-token", "x-securi
 const ENTERPRISE_PROJECT_QUERY: &str = "enterprise_project_id";
 /// Longest piece of a non-JSON error body kept for logs and dead letters.
 const ERROR_TEXT_LIMIT: usize = 256;
+/// The most of an answer body read: HSS answers are a few hundred bytes, and
+/// whatever answers in its place (a proxy, a captive portal, a broken
+/// gateway) must not fill memory with an endless one.
+const ANSWER_BODY_LIMIT: usize = 64 * 1024;
 
 /// The bridge's only HSS client. Cheap to share: one connection pool, and
 /// credentials cached across calls.
@@ -212,11 +216,7 @@ impl HssClient {
                 let retry_after = header(reqwest::header::RETRY_AFTER.as_str())
                     .and_then(|value| parse_retry_after(&value, self.clock.now().into()));
                 // A body cut off mid-way still leaves the status to classify by.
-                let body = response
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default();
+                let body = read_answer_body(response, ANSWER_BODY_LIMIT).await;
                 let outcome = classify_response(status, request_id, retry_after, &body);
                 (outcome, status == 401)
             }
@@ -344,6 +344,23 @@ pub fn batch_scan_body(
             .collect(),
     };
     serde_json::to_vec(&body)
+}
+
+/// At most `limit` bytes of `response`'s body. The rest is left unread: the
+/// connection is then dropped rather than reused. A transport error ends the
+/// body where it broke.
+async fn read_answer_body(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 /// What an HSS answer means for the batch.

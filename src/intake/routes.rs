@@ -4,8 +4,13 @@
 //! that gets 202 may forget the push. Every outcome is one log line and one
 //! metrics increment.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -15,6 +20,12 @@ use crate::api_error::ApiError;
 use crate::app_state::AppState;
 use crate::store::{DeliveryKey, EnqueueCounts, Enqueued};
 use crate::telemetry::RequestId;
+
+/// A body must arrive within this long of its head (which itself must arrive
+/// within the server's client request timeout): a sender trickling its body
+/// would otherwise hold the connection and its handler open indefinitely.
+/// Webhook bodies are a few KiB; even `max_body_bytes` (1 MiB) needs only 100 KiB/s.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize)]
 pub struct Accepted {
@@ -27,12 +38,12 @@ pub struct Accepted {
 pub async fn receive_webhook(
     request: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: web::Data<AppState>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     let source_name = path.into_inner();
-    let outcome = handle(&request, &source_name, payload, &state).await;
+    let outcome = handle(&request, &source_name, &mut payload, &state).await;
     // Unknown names are attacker-chosen: never let them become label values.
     let source_label = if state.sources.contains_key(&source_name) {
         source_name.as_str()
@@ -80,7 +91,48 @@ pub async fn receive_webhook(
             );
         }
     }
-    outcome.map(|answer| HttpResponse::Accepted().json(answer))
+    match outcome {
+        Ok(answer) => Ok(HttpResponse::Accepted().json(answer)),
+        Err(error) => Ok(answer_then_close(&error, payload)),
+    }
+}
+
+/// The error answer, holding on to the request's body stream until the answer
+/// is written. A refused request's body may be unread (too large, too slow,
+/// not wanted); with its stream still held, the server closes the connection
+/// after a short linger, where it would otherwise read and discard a chunked
+/// body for as long as the sender keeps streaming it.
+fn answer_then_close(error: &ApiError, unread: web::Payload) -> HttpResponse {
+    let (response, body) = error.error_response().into_parts();
+    let answer = body.try_into_bytes().unwrap_or_default();
+    response
+        .set_body(AnswerThenClose {
+            size: answer.len() as u64,
+            answer: Some(answer),
+            _unread: unread,
+        })
+        .map_into_boxed_body()
+}
+
+struct AnswerThenClose {
+    size: u64,
+    answer: Option<web::Bytes>,
+    _unread: web::Payload,
+}
+
+impl MessageBody for AnswerThenClose {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.size)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        Poll::Ready(self.get_mut().answer.take().map(Ok))
+    }
 }
 
 fn record_images(state: &AppState, source: &str, answer: &Accepted) {
@@ -101,7 +153,7 @@ fn record_images(state: &AppState, source: &str, answer: &Accepted) {
 async fn handle(
     request: &HttpRequest,
     source_name: &str,
-    payload: web::Payload,
+    payload: &mut web::Payload,
     state: &AppState,
 ) -> Result<Accepted, ApiError> {
     if state.drain.is_draining() {
@@ -115,7 +167,12 @@ async fn handle(
         return Err(ApiError::RateLimited(source.name().to_string()));
     }
     require_json(request)?;
-    let body = read_body(request, payload, state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        read_body(request, payload, state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout(BODY_READ_TIMEOUT.as_secs()))??;
     if body.is_empty() {
         return Err(ApiError::EmptyBody);
     }
@@ -211,7 +268,7 @@ fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
 /// Reads at most `limit` bytes; refuses early when Content-Length says more.
 async fn read_body(
     request: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     limit: usize,
 ) -> Result<web::BytesMut, ApiError> {
     let declared = request

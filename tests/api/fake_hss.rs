@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -106,6 +106,8 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     pub verdict: Verdict,
     pub status: u16,
+    /// When the request arrived (before any scripted delay).
+    pub received_at: Instant,
 }
 
 impl RecordedRequest {
@@ -136,6 +138,8 @@ struct State {
     access_keys: Mutex<HashMap<String, AccessKeyEntry>>,
     tokens: Mutex<HashSet<String>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Answer once the script is used up; `None`: accept.
+    fallback: Mutex<Option<Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
 }
 
@@ -200,8 +204,25 @@ impl FakeHss {
     /// A fake that accepts nothing until credentials are allowed, e.g. by a
     /// fake IAM or metadata service given [`FakeHss::credentials`].
     pub async fn start_without_credentials() -> FakeHss {
+        FakeHss::serve(MockServer::start().await).await
+    }
+
+    /// A fake accepting this AK/SK on `listener`: a port the bridge was
+    /// already pointed at (an HSS that comes back after refusing connections).
+    pub async fn start_on(
+        listener: std::net::TcpListener,
+        access_key: &str,
+        secret_key: &str,
+    ) -> FakeHss {
+        let server = MockServer::builder().listener(listener).start().await;
+        let hss = FakeHss::serve(server).await;
+        hss.credentials()
+            .allow_access_key(access_key, secret_key, None);
+        hss
+    }
+
+    async fn serve(server: MockServer) -> FakeHss {
         let state = Arc::new(State::default());
-        let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path_regex(r"^/v5/[^/]+/image/batch-scan$"))
             .respond_with(Responder(state.clone()))
@@ -248,6 +269,17 @@ impl FakeHss {
         lock(&self.state.script).extend(replies);
     }
 
+    /// Answers every authenticated request with `reply` once the script is
+    /// used up, until [`FakeHss::answer_accepted`] (an outage of any length).
+    pub fn answer_all_with(&self, reply: Reply) {
+        *lock(&self.state.fallback) = Some(reply);
+    }
+
+    /// Ends [`FakeHss::answer_all_with`]: unscripted requests are accepted again.
+    pub fn answer_accepted(&self) {
+        *lock(&self.state.fallback) = None;
+    }
+
     /// Bodies of the authenticated requests answered 2xx, in arrival order.
     pub fn received_batches(&self) -> Vec<Value> {
         self.requests()
@@ -277,6 +309,7 @@ struct Responder(Arc<State>);
 
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let received_at = Instant::now();
         let verdict = judge(&self.0, request);
         let (template, status) = match &verdict {
             Verdict::Rejected(reason) => (
@@ -288,7 +321,9 @@ impl Respond for Responder {
             ),
             Verdict::Signed { .. } | Verdict::Token => {
                 let next = lock(&self.0.script).pop_front();
-                let reply = next.unwrap_or_else(Reply::accepted);
+                let reply = next
+                    .or_else(|| lock(&self.0.fallback).clone())
+                    .unwrap_or_else(Reply::accepted);
                 (reply.template, reply.status)
             }
         };
@@ -302,6 +337,7 @@ impl Respond for Responder {
             body: request.body.clone(),
             verdict,
             status,
+            received_at,
         });
         template.insert_header("X-Request-Id", request_id.as_str())
     }

@@ -3,7 +3,12 @@
 mod fake_hss;
 mod fake_issuers;
 mod helpers;
+mod postgres_support;
+mod process;
 
 mod batching;
+mod config;
+mod crash;
 mod hss_client;
+mod replicas;
 mod webhooks;
