@@ -229,36 +229,43 @@ impl SqliteStore {
         sql_failure(&self.path, operation, &err)
     }
 
-    /// Writes every queued enqueue, in groups of up to [`group_commit::MAX_GROUP`] webhooks
-    /// per transaction, until none is left. Runs under the group's writer lock.
-    async fn commit_queued(&self) {
-        loop {
-            let jobs = self.group.next_group();
-            if jobs.is_empty() {
+    /// Writes one group of queued enqueues in one transaction. Runs under the
+    /// writer lock.
+    async fn commit(&self, jobs: Vec<EnqueueJob>) {
+        let conn = match self.pool.get().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                let message = self.pool_failure(err).to_string();
+                for job in jobs {
+                    job.answer(Err(StoreError::Unavailable(message.clone())));
+                }
                 return;
             }
-            let conn = match self.pool.get().await {
-                Ok(conn) => conn,
-                Err(err) => {
-                    let message = self.pool_failure(err).to_string();
-                    for job in jobs {
-                        job.answer(Err(StoreError::Unavailable(message.clone())));
-                    }
-                    continue;
-                }
-            };
-            let path = self.path.clone();
-            // The jobs move into the blocking task, which answers each one after
-            // the commit: even if this future is dropped, no caller is left
-            // waiting on a transaction that did commit.
-            if let Err(err) = conn
-                .interact(move |conn| commit_group(conn, &path, jobs))
-                .await
-            {
-                // The jobs were dropped with the task: their callers get an error.
-                tracing::error!(db = %self.path.display(), error = %err, "sqlite group commit task failed");
-            }
+        };
+        let path = self.path.clone();
+        // The jobs move into the blocking task, which answers each one after
+        // the commit: even if this future is dropped, no caller is left
+        // waiting on a transaction that did commit.
+        if let Err(err) = conn
+            .interact(move |conn| commit_group(conn, &path, jobs))
+            .await
+        {
+            // The jobs were dropped with the task: their callers get an error.
+            tracing::error!(db = %self.path.display(), error = %err, "sqlite group commit task failed");
         }
+    }
+
+    /// [`Self::run`] for a write transaction: it first waits its turn for the
+    /// in-process writer lock, in order with the group commits, so that it
+    /// never polls SQLite's file lock against them (`busy_timeout` sleeps, up
+    /// to 100 ms a try, would delay a claim far behind a stream of enqueues).
+    async fn write<T, F>(&self, operation: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let _writer = self.group.writer().await;
+        self.run(operation, work).await
     }
 }
 
@@ -937,7 +944,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
         let answer = self.group.queue(delivery.cloned(), targets.to_vec(), now);
-        self.group.settle(answer, || self.commit_queued()).await
+        self.group.settle(answer, |jobs| self.commit(jobs)).await
     }
 
     async fn claim_batch(
@@ -949,7 +956,7 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         let policy = *policy;
         let claimed = self
-            .run("claim_batch", move |conn| claim(conn, owner, now, policy))
+            .write("claim_batch", move |conn| claim(conn, owner, now, policy))
             .await?;
         if let Some(batch) = &claimed {
             tracing::debug!(
@@ -977,7 +984,7 @@ impl Store for SqliteStore {
     async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
         let batch_id = batch.id;
         let images = self
-            .run("complete", move |conn| complete(conn, batch_id))
+            .write("complete", move |conn| complete(conn, batch_id))
             .await?;
         tracing::debug!(batch_id, images, "completed batch");
         Ok(())
@@ -992,7 +999,7 @@ impl Store for SqliteStore {
         let (batch_id, owner, attempt) = (batch.id, batch.owner.clone(), batch.attempt);
         let last_error = last_error.to_string();
         let released = self
-            .run("release_for_retry", move |conn| {
+            .write("release_for_retry", move |conn| {
                 // Owner and attempt together name one lease: a stale handle, even
                 // one from the same owner after its lease ran out, changes nothing.
                 conn.prepare_cached(
@@ -1018,7 +1025,7 @@ impl Store for SqliteStore {
         let batch_id = batch.id;
         let cause = cause.clone();
         let letter = self
-            .run("dead_letter", move |conn| {
+            .write("dead_letter", move |conn| {
                 dead_letter(conn, batch_id, cause, now)
             })
             .await?;
@@ -1085,7 +1092,7 @@ impl Store for SqliteStore {
         id: i64,
         now: Millis,
     ) -> Result<Option<EnqueueCounts>, StoreError> {
-        self.run("retry_dead_letter", move |conn| {
+        self.write("retry_dead_letter", move |conn| {
             retry_dead_letter(conn, id, now)
         })
         .await
@@ -1113,7 +1120,7 @@ impl Store for SqliteStore {
 
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError> {
         let pruned = self
-            .run("prune_deliveries", move |conn| {
+            .write("prune_deliveries", move |conn| {
                 conn.prepare_cached("DELETE FROM deliveries WHERE seen_at < ?1")?
                     .execute([cutoff])
             })
@@ -1639,7 +1646,7 @@ mod tests {
         jobs: Vec<(Option<DeliveryKey>, Vec<ScanTarget>)>,
     ) -> Vec<Result<Enqueued, StoreError>> {
         let count = jobs.len();
-        let writer = store.group.hold_writer().await;
+        let writer = store.group.writer().await;
         let tasks: Vec<_> = jobs
             .into_iter()
             .map(|(delivery, targets)| {

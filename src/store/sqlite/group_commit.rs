@@ -10,13 +10,14 @@
 //! commit fails every webhook of the group, and none of them was acknowledged.
 //!
 //! Who commits: every caller queues its job, then waits for whichever comes
-//! first: its answer (an earlier lock holder committed its job) or the writer
-//! lock. The lock holder commits everything queued, its own job included
-//! unless an earlier holder took it, before letting go. So a job is never
-//! stranded: its caller waits for the lock until someone answers it, and when
-//! it gets the lock it finds its job, if nobody took it before. A caller whose
-//! job is committed leaves at once, without queueing for the lock behind the
-//! next group.
+//! first: its answer (a lock holder committed its job) or the writer lock.
+//! The lock holder commits one group of the oldest queued jobs and lets go,
+//! so the store's other writes (the batcher's claims), which take the same
+//! lock, wait at most one group. A job is never stranded: its caller keeps
+//! waiting for the lock until someone answers it; if it holds the lock and
+//! finds nothing queued, its job is in a group being committed, whose end
+//! answers it. A caller whose job is committed leaves at once, without
+//! queueing for the lock behind the next group.
 
 use std::sync::Mutex;
 
@@ -94,27 +95,40 @@ impl GroupCommit {
         Answer(receiver)
     }
 
-    /// Waits for the answer to a queued job. If the writer lock comes first,
-    /// runs `commit_queued` (which must commit every queued job) under it,
-    /// then waits for the answer, which that commit or an earlier one gives.
+    /// Waits for the answer to a queued job. Each time the writer lock comes
+    /// first, commits the next group with `commit` (which must answer every
+    /// job it is given) under it.
     pub async fn settle<F>(
         &self,
         answer: Answer,
-        commit_queued: impl FnOnce() -> F,
+        commit: impl Fn(Vec<EnqueueJob>) -> F,
     ) -> Result<Enqueued, StoreError>
     where
         F: Future<Output = ()>,
     {
         let mut receiver = answer.0;
-        tokio::select! {
-            biased;
-            outcome = &mut receiver => return outcome_of(outcome),
-            writer = self.writer.lock() => {
-                commit_queued().await;
-                drop(writer);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut receiver => return outcome_of(outcome),
+                writer = self.writer.lock() => {
+                    let jobs = self.next_group();
+                    if jobs.is_empty() {
+                        // Ours is in a group still being committed.
+                        drop(writer);
+                        return outcome_of(receiver.await);
+                    }
+                    commit(jobs).await;
+                    drop(writer);
+                }
             }
         }
-        outcome_of(receiver.await)
+    }
+
+    /// The writer lock, for the store's other write transactions: they take
+    /// turns with the group commits, in order.
+    pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 
     /// Up to [`MAX_GROUP`] of the oldest queued jobs; empty when none wait.
@@ -122,13 +136,6 @@ impl GroupCommit {
         let mut queued = self.lock_queue();
         let take = queued.len().min(MAX_GROUP);
         queued.drain(..take).collect()
-    }
-
-    /// Takes the writer lock as a committing caller would (tests line jobs
-    /// up behind it, so that they commit as one group).
-    #[cfg(test)]
-    pub async fn hold_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
     }
 
     /// How many jobs wait for a commit (tests line jobs up into one group).
@@ -175,7 +182,7 @@ mod tests {
         drop(rest);
         for answer in answers {
             assert!(matches!(
-                group.settle(answer, || async {}).await,
+                group.settle(answer, |_| async { unreachable!("nothing is queued") }).await,
                 Err(StoreError::Unavailable(message)) if message.contains("without an answer")
             ));
         }
@@ -187,10 +194,10 @@ mod tests {
         let answer = group.queue(None, Vec::new(), 7);
         let job = group.next_group().pop().expect("queued job");
         // Another caller is committing the next group and holds the lock.
-        let held = group.writer.lock().await;
+        let held = group.writer().await;
         job.answer(Ok(Enqueued::DuplicateDelivery));
         let outcome = group
-            .settle(answer, || async {
+            .settle(answer, |_| async {
                 unreachable!("the lock is held elsewhere")
             })
             .await;
@@ -203,13 +210,46 @@ mod tests {
         let group = GroupCommit::default();
         let answer = group.queue(None, Vec::new(), 7);
         let outcome = group
-            .settle(answer, || async {
-                for job in group.next_group() {
+            .settle(answer, |jobs| async move {
+                assert_eq!(jobs.len(), 1);
+                for job in jobs {
                     job.answer(Ok(Enqueued::DuplicateDelivery));
                 }
             })
             .await;
         assert_eq!(outcome.expect("answered"), Enqueued::DuplicateDelivery);
         assert_eq!(group.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_caller_behind_a_full_group_commits_the_next_one() {
+        let group = GroupCommit::default();
+        let ahead: Vec<Answer> = (0..MAX_GROUP)
+            .map(|i| group.queue(None, Vec::new(), i as Millis))
+            .collect();
+        let answer = group.queue(None, Vec::new(), -1);
+        let groups = Mutex::new(Vec::new());
+        let outcome = group
+            .settle(answer, |jobs| {
+                groups.lock().expect("groups").push(jobs.len());
+                async move {
+                    for job in jobs {
+                        let now = job.now;
+                        job.answer(Err(StoreError::Query(format!("job {now}"))));
+                    }
+                }
+            })
+            .await;
+        // Two turns of the lock: the full group ahead, then its own.
+        assert_eq!(*groups.lock().expect("groups"), vec![MAX_GROUP, 1]);
+        assert!(matches!(outcome, Err(StoreError::Query(m)) if m == "job -1"));
+        for answer in ahead {
+            assert!(matches!(
+                group
+                    .settle(answer, |_| async { unreachable!("answered") })
+                    .await,
+                Err(StoreError::Query(_))
+            ));
+        }
     }
 }
