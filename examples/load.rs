@@ -162,8 +162,18 @@ async fn run(args: &Args) -> Result<Report, String> {
         }
     }
     if args.wants("batching") {
-        let store = sqlite_url(data_root.path(), "batching", Scheme::Token);
-        report.batching.push(batching_run(&store, 2000, 100).await?);
+        // The default policy, where full partitions go at once; then one where
+        // the window governs (a window's distinct images fit one request).
+        for max_images in [100, 1000] {
+            let store = sqlite_url(
+                data_root.path(),
+                &format!("batching{max_images}"),
+                Scheme::Token,
+            );
+            report
+                .batching
+                .push(batching_run(&store, 2000, max_images).await?);
+        }
     }
     if args.wants("delay") {
         for max_images in [100, 100_000] {
