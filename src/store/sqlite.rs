@@ -725,6 +725,11 @@ fn commit_group(conn: &mut Connection, path: &Path, jobs: Vec<EnqueueJob>) {
         })
         .collect();
     let written = started.elapsed();
+    // Only this COMMIT makes a job's answer Ok. If an error made SQLite roll the
+    // whole transaction back (disk full, I/O error), the jobs before it were
+    // lost too, and this COMMIT fails (no transaction is active, or a later
+    // savepoint already ended on its own): every job then gets an error and
+    // its sender retries.
     let committed = tx.commit();
     // Where a group's time goes: statements vs the commit's fsync (benchmarks read this).
     tracing::debug!(
