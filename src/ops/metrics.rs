@@ -12,7 +12,8 @@ use crate::store::StoreStats;
 pub struct Metrics {
     registry: Registry,
     /// Webhooks by source and outcome (`accepted`, `duplicate`, `ignored`,
-    /// `rejected`) and reason (error code, or empty).
+    /// `rejected`) and reason: the error code when rejected, the ignore
+    /// reason (or `mixed`, `no_images`) when ignored, else empty.
     pub webhooks: IntCounterVec,
     /// Images named by webhooks, by source and outcome (`accepted`,
     /// `duplicate`, `ignored`) and reason.

@@ -3,7 +3,9 @@
 mod fake_hss;
 mod fake_issuers;
 mod helpers;
+mod prometheus_text;
 
 mod batching;
 mod hss_client;
+mod operations;
 mod webhooks;
