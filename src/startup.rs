@@ -23,6 +23,10 @@ use crate::ops::{admin, health};
 use crate::store::{self, BatchPolicy, Store, StoreError};
 use crate::telemetry;
 
+/// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
+/// the process is gone before a supervisor's kill at exactly the grace.
+const EXIT_MARGIN: Duration = Duration::from_millis(100);
+
 /// How often old delivery ids are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -182,22 +186,41 @@ impl Application {
             _ = self.stop_requested.notified() => {}
         }
         let started = tokio::time::Instant::now();
-        let deadline = started + self.grace;
+        // Everything below ends by this instant, a little before the grace runs
+        // out: orchestrators often kill at exactly the grace they gave.
+        let deadline = started + self.grace.saturating_sub(EXIT_MARGIN);
         tracing::info!(grace_ms = self.grace.as_millis() as u64, "draining");
         self.state.drain.start();
         let _ = self.stop_batcher.send(true);
-        let _ = self.batcher_task.await;
-        let linger = tokio::time::sleep(self.drain_linger.min(self.grace));
-        let sent = self.state.batcher.drain(self.state.policy, deadline).await;
         // Load balancers need a moment to see readiness fail before the listener closes.
-        linger.await;
-        stop_server(handle).await;
-        let _ = server.await;
-        tracing::info!(
-            batches_flushed = sent,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "drained; what is left stays in the store for the next start"
-        );
+        let linger = tokio::time::sleep_until((started + self.drain_linger).min(deadline));
+        let state = self.state.clone();
+        let mut server = server;
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = self.batcher_task.await;
+            let sent = state.batcher.drain(state.policy, deadline).await;
+            linger.await;
+            // Graceful: requests in flight finish; the listener closes now.
+            stop_server(handle).await;
+            let _ = (&mut server).await;
+            sent
+        })
+        .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match drained {
+            Ok(sent) => tracing::info!(
+                batches_flushed = sent,
+                elapsed_ms,
+                "drained; what is left stays in the store for the next start"
+            ),
+            Err(_) => {
+                server.abort();
+                tracing::warn!(
+                    elapsed_ms,
+                    "grace period over with work unfinished; what is left stays in the store for the next start"
+                );
+            }
+        }
         Ok(())
     }
 }

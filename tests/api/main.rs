@@ -8,4 +8,5 @@ mod prometheus_text;
 mod batching;
 mod hss_client;
 mod operations;
+mod process;
 mod webhooks;
