@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -58,6 +59,7 @@ pub struct Application {
     batcher_task: JoinHandle<()>,
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
+    signals: ShutdownSignals,
     grace: Duration,
     drain_linger: Duration,
 }
@@ -145,6 +147,7 @@ impl Application {
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
         }
+        let signals = ShutdownSignals::install();
         let server = server.listen(listener)?.run();
         tracing::info!(
             %address,
@@ -161,6 +164,7 @@ impl Application {
             batcher_task,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
+            signals,
             grace,
             drain_linger: Duration::from_millis(settings.server.drain_linger_ms),
         })
@@ -181,8 +185,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let mut signals = self.signals;
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = signals.recv() => {}
             _ = self.stop_requested.notified() => {}
         }
         let started = tokio::time::Instant::now();
@@ -276,18 +281,42 @@ async fn prune_deliveries(
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will drain");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, caught from [`Application::build`] on: a signal that
+/// arrives before `run_until_stopped` waits for it still drains instead of
+/// killing the process (the default action) after it began serving.
+struct ShutdownSignals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        let catch = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::error!(%error, signal = name, "cannot catch the signal; it will not drain");
+                None
+            }
+        };
+        Self {
+            terminate: catch(SignalKind::terminate(), "SIGTERM"),
+            interrupt: catch(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+
+    /// Waits for the first of them; never returns when neither could be caught.
+    async fn recv(&mut self) {
+        async fn next(stream: &mut Option<Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.terminate) => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = next(&mut self.interrupt) => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
     }
 }
