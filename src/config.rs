@@ -616,6 +616,9 @@ impl Settings {
                     "must be a valid HTTP header name",
                 ));
             }
+            if let Err(reason) = crate::intake::verify::Verifier::new(&source.verify) {
+                return Err(ConfigError::invalid(key("verify"), reason));
+            }
             if source.rate_limit_per_s == Some(0) {
                 return Err(ConfigError::invalid(
                     key("rate_limit_per_s"),

@@ -206,7 +206,7 @@ impl Application {
             let sent = state.batcher.drain(state.policy, deadline).await;
             linger.await;
             // Graceful: requests in flight finish; the listener closes now.
-            stop_server(handle).await;
+            stop_server(handle, deadline).await;
             let _ = (&mut server).await;
             sent
         })
@@ -230,8 +230,15 @@ impl Application {
     }
 }
 
-async fn stop_server(handle: ServerHandle) {
-    handle.stop(true).await;
+/// Lets requests in flight finish, but not past the grace deadline.
+async fn stop_server(handle: ServerHandle, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, handle.stop(true))
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the connections still open");
+        handle.stop(false).await;
+    }
 }
 
 /// The store may start after the bridge (compose, Kubernetes): try for a while.

@@ -3,10 +3,15 @@
 mod fake_hss;
 mod fake_issuers;
 mod helpers;
+mod postgres_support;
+mod process;
 mod prometheus_text;
 
 mod batching;
+mod config;
+mod crash;
 mod hss_client;
 mod operations;
-mod process;
+mod real_binary;
+mod replicas;
 mod webhooks;

@@ -1,0 +1,153 @@
+//! The connection pool: parsed from `store.url`, every connection placed in
+//! the store's schema, failing fast while the database is away and healing
+//! by itself when it returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+use crate::store::StoreError;
+
+/// How long a caller waits for a connection (a free one, or a new one
+/// being opened) before the store answers `Unavailable`.
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Checking a pooled connection is one empty round trip; one that takes
+/// longer than this is presumed dead and replaced.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds the pool without connecting: the database may be down at start-up,
+/// and the first use reports that as `Unavailable` like any later outage.
+pub(super) fn build(url: &str, pool_size: usize, schema: Option<&str>) -> Result<Pool, StoreError> {
+    if pool_size == 0 {
+        return Err(StoreError::Query(
+            "store.pool_size must be at least 1 for PostgreSQL".to_string(),
+        ));
+    }
+    let mut pg_config: tokio_postgres::Config = url.parse().map_err(|error| {
+        // The parse error names the offending key, never the password.
+        StoreError::Query(format!("store.url is not a valid PostgreSQL URL: {error}"))
+    })?;
+    if pg_config.get_connect_timeout().is_none() {
+        pg_config.connect_timeout(ACQUIRE_TIMEOUT);
+    }
+    if pg_config.get_application_name().is_none() {
+        pg_config.application_name("swr-scan-bridge");
+    }
+    let session = SessionSetup {
+        set_search_path: schema.map(|schema| format!("SET search_path TO {}", quote_ident(schema))),
+    };
+    // Verified runs an empty query before handing out a pooled connection, so
+    // connections broken by a database restart are replaced, not returned.
+    let manager = Manager::from_connect(
+        pg_config,
+        session,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(ACQUIRE_TIMEOUT))
+        .create_timeout(Some(ACQUIRE_TIMEOUT))
+        .recycle_timeout(Some(RECYCLE_TIMEOUT))
+        .build()
+        .map_err(|error| StoreError::Query(format!("cannot build the PostgreSQL pool: {error}")))
+}
+
+/// Checks a schema name given in configuration or by a test.
+pub(super) fn validate_schema(schema: &str) -> Result<(), StoreError> {
+    // PostgreSQL truncates identifiers to 63 bytes; two names that differ only
+    // after that would silently share a schema.
+    if schema.is_empty() || schema.len() > 63 || schema.contains('\0') {
+        return Err(StoreError::Query(format!(
+            "schema name {schema:?} must be 1 to 63 bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// An SQL identifier, quoted so that any name is taken literally.
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opens a connection and, when the store has its own schema, points the
+/// session's search_path at it before anyone may use the connection.
+struct SessionSetup {
+    set_search_path: Option<String>,
+}
+
+impl deadpool_postgres::Connect for SessionSetup {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
+        let pg_config = pg_config.clone();
+        Box::pin(async move {
+            let (client, connection) = pg_config.connect(NoTls).await?;
+            // The connection future drives the socket; the client is only a handle.
+            let connection_task = tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "PostgreSQL connection ended with an error");
+                }
+            });
+            if let Some(set_search_path) = &self.set_search_path
+                && let Err(error) = client.batch_execute(set_search_path).await
+            {
+                connection_task.abort();
+                return Err(error);
+            }
+            Ok((client, connection_task))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_literally() {
+        assert_eq!(quote_ident("test_1"), "\"test_1\"");
+        assert_eq!(quote_ident("Bridge"), "\"Bridge\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(validate_schema("bridge").is_ok());
+        assert!(validate_schema(&"x".repeat(63)).is_ok());
+        assert!(validate_schema("").is_err());
+        assert!(validate_schema(&"x".repeat(64)).is_err());
+        assert!(validate_schema("a\0b").is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_urls_and_sizes_are_refused_without_echoing_the_url() {
+        let error =
+            build("postgres://u:hunter2@h/db?nonsense=1", 4, None).expect_err("unknown option");
+        let message = error.to_string();
+        assert!(message.contains("not a valid PostgreSQL URL"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(matches!(
+            build("postgres://u@h/db", 0, None),
+            Err(StoreError::Query(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn building_the_pool_does_not_connect() {
+        // Port 1 on localhost refuses connections; building must still succeed.
+        let pool = build("postgres://postgres@127.0.0.1:1/test", 2, Some("s"))
+            .expect("pool without connecting");
+        assert_eq!(pool.status().size, 0);
+    }
+}
