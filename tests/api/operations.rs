@@ -689,10 +689,11 @@ async fn health_stays_up_and_readiness_turns_503_at_once_when_draining() {
     app.server.await.expect("drained");
 }
 
-const ADMIN_ROUTES: [(&str, &str); 4] = [
+const ADMIN_ROUTES: [(&str, &str); 5] = [
     ("GET", "/admin/pending"),
     ("GET", "/admin/dead-letters"),
     ("POST", "/admin/dead-letters/1/retry"),
+    ("POST", "/admin/dead-letters/not-a-number/retry"),
     ("POST", "/admin/flush"),
 ];
 
@@ -841,11 +842,15 @@ async fn admin_dead_letters_list_their_cause_and_retry_puts_them_back() {
     assert_eq!(tags, ["latest", "v1.4.2"]);
     assert_eq!(app.pending_count().await, 0);
 
-    let (status, unknown) = admin_post(&app, "/admin/dead-letters/999999/retry").await;
-    assert_eq!(
-        (status, unknown["error"].as_str()),
-        (404, Some("not_found"))
-    );
+    for unknown_id in ["999999", "abc", "-1", "99999999999999999999"] {
+        let (status, unknown) =
+            admin_post(&app, &format!("/admin/dead-letters/{unknown_id}/retry")).await;
+        assert_eq!(
+            (status, unknown["error"].as_str()),
+            (404, Some("not_found")),
+            "{unknown_id}"
+        );
+    }
 
     let id = letter["id"].as_i64().expect("id");
     let (status, retried) = admin_post(&app, &format!("/admin/dead-letters/{id}/retry")).await;
