@@ -11,6 +11,15 @@
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
 //! - [`clock`]: one notion of "now" for stores and batcher.
+//!
+//! Around the flow:
+//!
+//! - [`startup`]: builds store, HSS client, batcher and HTTP server; drains on SIGTERM.
+//! - [`app_state`]: what every handler shares; [`api_error`]: every HTTP error
+//!   and its status, mapped in one place.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`, `/admin/*`; [`telemetry`]: logs
+//!   and request ids.
+//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]).
 
 pub mod api_error;
 pub mod app_state;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -22,6 +23,10 @@ use crate::ops::metrics::Metrics;
 use crate::ops::{admin, health};
 use crate::store::{self, BatchPolicy, Store, StoreError};
 use crate::telemetry;
+
+/// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
+/// the process is gone before a supervisor's kill at exactly the grace.
+const EXIT_MARGIN: Duration = Duration::from_millis(100);
 
 /// How often old delivery ids are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -54,6 +59,7 @@ pub struct Application {
     batcher_task: JoinHandle<()>,
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
+    signals: ShutdownSignals,
     grace: Duration,
     drain_linger: Duration,
 }
@@ -141,6 +147,7 @@ impl Application {
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
         }
+        let signals = ShutdownSignals::install();
         let server = server.listen(listener)?.run();
         tracing::info!(
             %address,
@@ -157,6 +164,7 @@ impl Application {
             batcher_task,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
+            signals,
             grace,
             drain_linger: Duration::from_millis(settings.server.drain_linger_ms),
         })
@@ -177,27 +185,47 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let mut signals = self.signals;
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = signals.recv() => {}
             _ = self.stop_requested.notified() => {}
         }
         let started = tokio::time::Instant::now();
-        let deadline = started + self.grace;
+        // Everything below ends by this instant, a little before the grace runs
+        // out: orchestrators often kill at exactly the grace they gave.
+        let deadline = started + self.grace.saturating_sub(EXIT_MARGIN);
         tracing::info!(grace_ms = self.grace.as_millis() as u64, "draining");
         self.state.drain.start();
         let _ = self.stop_batcher.send(true);
-        let _ = self.batcher_task.await;
-        let linger = tokio::time::sleep(self.drain_linger.min(self.grace));
-        let sent = self.state.batcher.drain(self.state.policy, deadline).await;
         // Load balancers need a moment to see readiness fail before the listener closes.
-        linger.await;
-        stop_server(handle, deadline).await;
-        let _ = server.await;
-        tracing::info!(
-            batches_flushed = sent,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "drained; what is left stays in the store for the next start"
-        );
+        let linger = tokio::time::sleep_until((started + self.drain_linger).min(deadline));
+        let state = self.state.clone();
+        let mut server = server;
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = self.batcher_task.await;
+            let sent = state.batcher.drain(state.policy, deadline).await;
+            linger.await;
+            // Graceful: requests in flight finish; the listener closes now.
+            stop_server(handle, deadline).await;
+            let _ = (&mut server).await;
+            sent
+        })
+        .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match drained {
+            Ok(sent) => tracing::info!(
+                batches_flushed = sent,
+                elapsed_ms,
+                "drained; what is left stays in the store for the next start"
+            ),
+            Err(_) => {
+                server.abort();
+                tracing::warn!(
+                    elapsed_ms,
+                    "grace period over with work unfinished; what is left stays in the store for the next start"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -260,18 +288,42 @@ async fn prune_deliveries(
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will drain");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, caught from [`Application::build`] on: a signal that
+/// arrives before `run_until_stopped` waits for it still drains instead of
+/// killing the process (the default action) after it began serving.
+struct ShutdownSignals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        let catch = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::error!(%error, signal = name, "cannot catch the signal; it will not drain");
+                None
+            }
+        };
+        Self {
+            terminate: catch(SignalKind::terminate(), "SIGTERM"),
+            interrupt: catch(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+
+    /// Waits for the first of them; never returns when neither could be caught.
+    async fn recv(&mut self) {
+        async fn next(stream: &mut Option<Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.terminate) => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = next(&mut self.interrupt) => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
     }
 }

@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -58,6 +60,15 @@ pub struct Batcher {
     in_flight: Arc<Semaphore>,
 }
 
+/// How one pass of [`Batcher::dispatch_due`] ended.
+enum Dispatched {
+    /// Nothing more is due now (every due batch is on its way).
+    AllDue,
+    StoreFailed,
+    /// Shutdown began while waiting for a free send slot.
+    Stopped,
+}
+
 /// How many batches one replica sends at once.
 pub const MAX_IN_FLIGHT: usize = 4;
 
@@ -89,24 +100,29 @@ impl Batcher {
         self.handle.clone()
     }
 
-    /// Runs until `stop` turns true, then returns without waiting for sends
-    /// in flight (see [`Batcher::drain`]).
+    /// Runs until `stop` turns true (or its sender is gone), then returns
+    /// promptly, without waiting for sends in flight (see [`Batcher::drain`]).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut sends = JoinSet::new();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let pause = match self.dispatch_due(&mut sends, self.policy).await {
-                Ok(()) => self.sleep_until_next_due().await,
-                Err(()) => STORE_ERROR_PAUSE,
+            let pause = match self.dispatch_due(&mut sends, self.policy, &mut stop).await {
+                Dispatched::AllDue => self.sleep_until_next_due().await,
+                Dispatched::StoreFailed => STORE_ERROR_PAUSE,
+                Dispatched::Stopped => break,
             };
             // Reap finished sends so the set does not grow.
             while sends.try_join_next().is_some() {}
             tokio::select! {
                 _ = self.handle.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
             }
         }
         // Sends already started keep their leases; hand them to the drain.
@@ -115,22 +131,37 @@ impl Batcher {
 
     /// Sends everything due under `policy` and waits for those sends, until
     /// nothing is due or `deadline` passes. Used at shutdown and by `/admin/flush`.
-    /// Returns the number of batches sent.
+    /// Sends run side by side, [`MAX_IN_FLIGHT`] at most (counting the run
+    /// loop's), so a slow HSS costs one call's time per that many batches.
+    /// Returns the number of batches sent (whatever HSS answered).
     pub async fn drain(&self, policy: BatchPolicy, deadline: tokio::time::Instant) -> usize {
         let mut sent = 0;
         let result = tokio::time::timeout_at(deadline, async {
+            let mut sending = FuturesUnordered::new();
+            let mut claiming = true;
             loop {
-                let now = self.clock.now_ms();
-                match self.store.claim_batch(&self.owner, now, &policy).await {
-                    Ok(Some(batch)) => {
-                        self.send(batch).await;
+                tokio::select! {
+                    Some(()) = sending.next(), if !sending.is_empty() => {
                         sent += 1;
+                        // A retry may be due at once, or the partition may hold more.
+                        claiming = true;
                     }
-                    Ok(None) => break,
-                    Err(error) => {
-                        self.store_error("claim_batch", &error);
-                        break;
+                    permit = self.in_flight.acquire(), if claiming => {
+                        let Ok(permit) = permit else { break };
+                        let now = self.clock.now_ms();
+                        match self.store.claim_batch(&self.owner, now, &policy).await {
+                            Ok(Some(batch)) => sending.push(async move {
+                                self.send(batch).await;
+                                drop(permit);
+                            }),
+                            Ok(None) => claiming = false,
+                            Err(error) => {
+                                self.store_error("claim_batch", &error);
+                                claiming = false;
+                            }
+                        }
                     }
+                    else => break,
                 }
             }
             // Sends started by the run loop finish too: holding every permit
@@ -144,15 +175,24 @@ impl Batcher {
         sent
     }
 
-    /// Claims every batch due now and spawns its send. `Err` on store failure.
+    /// Claims every batch due now and spawns its send, until nothing is due,
+    /// the store fails, or `stop` changes.
     async fn dispatch_due(
         self: &Arc<Self>,
         sends: &mut JoinSet<()>,
         policy: BatchPolicy,
-    ) -> Result<(), ()> {
+        stop: &mut watch::Receiver<bool>,
+    ) -> Dispatched {
         loop {
-            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-                return Ok(());
+            // With every slot taken by a slow HSS call, a stop must not wait for
+            // one to end: shutdown has its own deadline. Only the wait for a slot
+            // is given up, never a claim, whose lease would otherwise go unsent.
+            let permit = tokio::select! {
+                permit = self.in_flight.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Dispatched::AllDue,
+                },
+                _ = stop.changed() => return Dispatched::Stopped,
             };
             let now = self.clock.now_ms();
             match self.store.claim_batch(&self.owner, now, &policy).await {
@@ -163,10 +203,10 @@ impl Batcher {
                         drop(permit);
                     });
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return Dispatched::AllDue,
                 Err(error) => {
                     self.store_error("claim_batch", &error);
-                    return Err(());
+                    return Dispatched::StoreFailed;
                 }
             }
         }

@@ -415,3 +415,118 @@ async fn a_send_is_abandoned_before_its_lease_ends_so_it_never_runs_twice() {
     assert_eq!(store.stats().await.unwrap().pending_images, 0);
     stop.send(true).unwrap();
 }
+
+/// An HSS that takes a minute to answer anything.
+struct HangingHss {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl ScanSender for HangingHss {
+    async fn batch_scan(&self, _partition: &Partition, _images: &[BatchImage]) -> ScanOutcome {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        ScanOutcome::Accepted {
+            status: 200,
+            request_id: None,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_run_loop_stops_at_once_while_every_send_slot_waits_for_hss() {
+    let hss = Arc::new(HangingHss {
+        calls: AtomicUsize::new(0),
+    });
+    let store = Arc::new(MemoryStore::new());
+    let policy = BatchPolicy {
+        max_images: 1,
+        ..POLICY
+    };
+    let batcher = Arc::new(Batcher::new(
+        store.clone(),
+        hss.clone(),
+        policy,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        Clock::starting_at(T0),
+        "busy".into(),
+        Metrics::new().unwrap(),
+    ));
+    let targets: Vec<ScanTarget> = (0..MAX_IN_FLIGHT + 2)
+        .map(|i| target("i1", &format!("v{i}")))
+        .collect();
+    store.enqueue(None, &targets, T0).await.unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let run = tokio::spawn(Arc::clone(&batcher).run(stop_rx));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(hss.calls.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+
+    stop.send(true).unwrap();
+    let stopped_at = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), run)
+        .await
+        .expect("the loop waited for an HSS call before stopping")
+        .unwrap();
+    assert!(stopped_at.elapsed() < Duration::from_millis(10));
+    // The images it did not get to are still pending, unclaimed, for the drain.
+    assert_eq!(
+        store
+            .pending(100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|p| p.batch_id.is_none())
+            .count(),
+        2
+    );
+}
+
+/// An HSS that takes one second per call.
+struct SlowHss {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl ScanSender for SlowHss {
+    async fn batch_scan(&self, _partition: &Partition, _images: &[BatchImage]) -> ScanOutcome {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ScanOutcome::Accepted {
+            status: 200,
+            request_id: None,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_sends_side_by_side_up_to_the_in_flight_limit() {
+    let hss = Arc::new(SlowHss {
+        calls: AtomicUsize::new(0),
+    });
+    let store = Arc::new(MemoryStore::new());
+    let policy = BatchPolicy {
+        max_images: 1,
+        ..POLICY
+    };
+    let batcher = Batcher::new(
+        store.clone(),
+        hss.clone(),
+        policy,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        Clock::starting_at(T0),
+        "drainer".into(),
+        Metrics::new().unwrap(),
+    );
+    let batches = 2 * MAX_IN_FLIGHT;
+    let targets: Vec<ScanTarget> = (0..batches)
+        .map(|i| target("i1", &format!("v{i}")))
+        .collect();
+    store.enqueue(None, &targets, T0).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    assert_eq!(batcher.drain(policy, deadline).await, batches);
+    // Two rounds of one-second calls, not eight in a row.
+    assert_eq!(started.elapsed().as_secs(), 2);
+    assert_eq!(hss.calls.load(Ordering::SeqCst), batches);
+    assert_eq!(store.stats().await.unwrap().pending_images, 0);
+}

@@ -52,23 +52,24 @@ pub async fn receive_webhook(
     };
     match &outcome {
         Ok(answer) => {
-            let kind = if answer.accepted > 0 {
-                "accepted"
+            let (kind, reason) = if answer.accepted > 0 {
+                ("accepted", "")
             } else if answer.duplicates > 0 {
-                "duplicate"
+                ("duplicate", "")
             } else {
-                "ignored"
+                ("ignored", ignored_reason(&answer.reasons))
             };
             state
                 .metrics
                 .webhooks
-                .with_label_values(&[source_label, kind, ""])
+                .with_label_values(&[source_label, kind, reason])
                 .inc();
             record_images(&state, source_label, answer);
             tracing::info!(
                 request_id = %request_id.as_str(),
                 source = source_label,
                 outcome = kind,
+                reason,
                 accepted = answer.accepted,
                 duplicates = answer.duplicates,
                 ignored = answer.ignored,
@@ -132,6 +133,18 @@ impl MessageBody for AnswerThenClose {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
         Poll::Ready(self.get_mut().answer.take().map(Ok))
+    }
+}
+
+/// Why a webhook that named nothing to scan was ignored, as a metrics label:
+/// its images' one reason, `mixed` when they differ, `no_images` when it
+/// named none. Bounded by the few [`IgnoreReason`]s, never by input.
+fn ignored_reason(reasons: &[Ignored]) -> &'static str {
+    let mut distinct = reasons.iter().map(|ignored| ignored.reason);
+    match distinct.next() {
+        None => "no_images",
+        Some(first) if distinct.all(|reason| reason == first) => first.as_str(),
+        Some(_) => "mixed",
     }
 }
 

@@ -8,8 +8,10 @@ use serde_json::json;
 
 use crate::app_state::AppState;
 
-/// A store that takes longer than this to answer counts as not ready.
-const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// A store that takes longer than this to answer counts as not ready, and a
+/// scrape stops waiting for its queue gauges (a stuck store is exactly when
+/// operators need `/metrics` to answer).
+const STORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -20,30 +22,27 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "draining", "store": "not checked"}));
     }
-    match tokio::time::timeout(READINESS_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
-        Ok(Err(error)) => {
-            state
-                .metrics
-                .store_errors
-                .with_label_values(&["ping"])
-                .inc();
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "not ready", "store": error.to_string()}))
-        }
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "not ready",
-            "store": format!("no answer within {} s", READINESS_TIMEOUT.as_secs())
-        })),
-    }
+    let store = match tokio::time::timeout(STORE_ANSWER_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {} s", STORE_ANSWER_TIMEOUT.as_secs()),
+    };
+    // A store that does not answer in time is as much a store error as one that fails.
+    state
+        .metrics
+        .store_errors
+        .with_label_values(&["ping"])
+        .inc();
+    tracing::warn!(store = %store, "not ready: the store does not answer");
+    HttpResponse::ServiceUnavailable().json(json!({"status": "not ready", "store": store}))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // Gauges come from the store at scrape time; a failing store leaves the
     // last values and shows up in store_errors_total.
-    match state.store.stats().await {
-        Ok(stats) => state.metrics.observe_store(&stats, state.clock.now_ms()),
-        Err(_) => state
+    match tokio::time::timeout(STORE_ANSWER_TIMEOUT, state.store.stats()).await {
+        Ok(Ok(stats)) => state.metrics.observe_store(&stats, state.clock.now_ms()),
+        Ok(Err(_)) | Err(_) => state
             .metrics
             .store_errors
             .with_label_values(&["stats"])

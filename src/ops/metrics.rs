@@ -12,7 +12,8 @@ use crate::store::StoreStats;
 pub struct Metrics {
     registry: Registry,
     /// Webhooks by source and outcome (`accepted`, `duplicate`, `ignored`,
-    /// `rejected`) and reason (error code, or empty).
+    /// `rejected`) and reason: the error code when rejected, the ignore
+    /// reason (or `mixed`, `no_images`) when ignored, else empty.
     pub webhooks: IntCounterVec,
     /// Images named by webhooks, by source and outcome (`accepted`,
     /// `duplicate`, `ignored`) and reason.
@@ -68,9 +69,9 @@ impl Metrics {
             &["outcome"],
         )?;
         let batch_size = HistogramVec::new(
-            HistogramOpts::new("batch_size_images", "Images per batch-scan request").buckets(vec![
-                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
-            ]),
+            HistogramOpts::new("batch_size_images", "Images per batch that HSS accepted").buckets(
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            ),
             &["image_type"],
         )?;
         let hss_requests = IntCounterVec::new(

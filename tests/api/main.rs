@@ -5,10 +5,14 @@ mod fake_issuers;
 mod helpers;
 mod postgres_support;
 mod process;
+mod prometheus_text;
 
 mod batching;
 mod config;
 mod crash;
+mod fixtures;
 mod hss_client;
+mod operations;
+mod real_binary;
 mod replicas;
 mod webhooks;
