@@ -35,6 +35,7 @@
 //! threads), never on the async runtime threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -103,6 +104,14 @@ pub struct SqliteStore {
     pool: Pool,
     path: PathBuf,
     group: GroupCommit,
+    /// Taken on the blocking thread by every write transaction of this process
+    /// (group commits, claims, settles), so that they queue on a mutex that
+    /// wakes the next one when it is released, instead of polling SQLite's file
+    /// lock: `busy_timeout` sleeps up to 100 ms between tries, which kept a
+    /// claim waiting far behind a stream of group commits. Held only inside
+    /// blocking tasks, never across an `.await`, so a future that is not being
+    /// polled can never hold it. Between processes, `busy_timeout` still rules.
+    write_turn: Arc<Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -158,6 +167,7 @@ impl SqliteStore {
             pool,
             path: path.to_path_buf(),
             group: GroupCommit::default(),
+            write_turn: Arc::default(),
         };
         store.ping().await?;
         tracing::debug!(db = %path.display(), pool_size, "sqlite store opened");
@@ -243,11 +253,15 @@ impl SqliteStore {
             }
         };
         let path = self.path.clone();
+        let turn = Arc::clone(&self.write_turn);
         // The jobs move into the blocking task, which answers each one after
         // the commit: even if this future is dropped, no caller is left
         // waiting on a transaction that did commit.
         if let Err(err) = conn
-            .interact(move |conn| commit_group(conn, &path, jobs))
+            .interact(move |conn| {
+                let _turn = take_turn(&turn);
+                commit_group(conn, &path, jobs)
+            })
             .await
         {
             // The jobs were dropped with the task: their callers get an error.
@@ -255,18 +269,27 @@ impl SqliteStore {
         }
     }
 
-    /// [`Self::run`] for a write transaction: it first waits its turn for the
-    /// in-process writer lock, in order with the group commits, so that it
-    /// never polls SQLite's file lock against them (`busy_timeout` sleeps, up
-    /// to 100 ms a try, would delay a claim far behind a stream of enqueues).
+    /// [`Self::run`] for a write transaction: it takes its turn among this
+    /// process's writers first (see `write_turn`).
     async fn write<T, F>(&self, operation: &'static str, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _writer = self.group.writer().await;
-        self.run(operation, work).await
+        let turn = Arc::clone(&self.write_turn);
+        self.run(operation, move |conn| {
+            let _turn = take_turn(&turn);
+            work(conn)
+        })
+        .await
     }
+}
+
+/// Waits for this process's write turn, on a blocking thread.
+fn take_turn(turn: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // The guarded value is `()`: a writer that panicked left nothing half-done
+    // here (its transaction rolled back with its connection).
+    turn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A SQLite error as the store reports it: unavailable (retry later) or a
@@ -1784,6 +1807,40 @@ mod tests {
                 .expect("retry"),
             stored(1, 0)
         );
+    }
+
+    /// The batcher's drain awaits a claim while settle futures of the same task
+    /// wait unpolled: a write that held an async lock across its `.await` would
+    /// block the claim for good.
+    #[tokio::test]
+    async fn a_claim_completes_while_a_settle_of_the_same_task_is_not_polled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_migrated(&db_path(&dir), 2).await;
+        store
+            .enqueue(
+                None,
+                &[target("i1", "api", "v1"), target("i2", "web", "v1")],
+                T0,
+            )
+            .await
+            .expect("enqueue");
+        let policy = POLICY.flush_now();
+        let first = store
+            .claim_batch("w", T0, &policy)
+            .await
+            .expect("claim")
+            .expect("a batch");
+        let mut settle = std::pin::pin!(store.complete(&first));
+        // Started, then left unpolled while the same task claims again.
+        assert!(futures_util::poll!(&mut settle).is_pending());
+        let second =
+            tokio::time::timeout(Duration::from_secs(10), store.claim_batch("w", T0, &policy))
+                .await
+                .expect("the claim is not blocked by the unpolled settle")
+                .expect("claim")
+                .expect("a second batch");
+        assert_ne!(second.partition, first.partition);
+        settle.await.expect("complete");
     }
 
     #[tokio::test]

@@ -13,8 +13,12 @@ fn fixtures_match_the_shared_samples() {
     assert!(!names.is_empty());
     for name in names {
         let expected = std::fs::read(format!("{shared}/{name}")).expect("shared sample");
-        let copy = std::fs::read(format!("{local}/{name}"))
-            .unwrap_or_else(|e| panic!("fixtures/{name} is missing ({e}); copy it from ../shared/samples"));
-        assert_eq!(copy, expected, "fixtures/{name} differs from ../shared/samples/{name}");
+        let copy = std::fs::read(format!("{local}/{name}")).unwrap_or_else(|e| {
+            panic!("fixtures/{name} is missing ({e}); copy it from ../shared/samples")
+        });
+        assert_eq!(
+            copy, expected,
+            "fixtures/{name} differs from ../shared/samples/{name}"
+        );
     }
 }

@@ -12,8 +12,9 @@
 //! Who commits: every caller queues its job, then waits for whichever comes
 //! first: its answer (a lock holder committed its job) or the writer lock.
 //! The lock holder commits one group of the oldest queued jobs and lets go,
-//! so the store's other writes (the batcher's claims), which take the same
-//! lock, wait at most one group. A job is never stranded: its caller keeps
+//! so the store's other writes (the batcher's claims), which queue with the
+//! group commits for the store's write turn, wait at most one group. A job is
+//! never stranded: its caller keeps
 //! waiting for the lock until someone answers it; if it holds the lock and
 //! finds nothing queued, its job is in a group being committed, whose end
 //! answers it. A caller whose job is committed leaves at once, without
@@ -125,8 +126,9 @@ impl GroupCommit {
         }
     }
 
-    /// The writer lock, for the store's other write transactions: they take
-    /// turns with the group commits, in order.
+    /// Takes the writer lock as a committing caller would (tests line jobs
+    /// up behind it, so that they commit as one group).
+    #[cfg(test)]
     pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
     }
