@@ -25,6 +25,7 @@ pub mod conformance;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
+mod stored_image;
 
 pub use memory::MemoryStore;
 

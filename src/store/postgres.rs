@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
+use super::stored_image::StoredImage;
 use super::{
     BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts,
     Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
@@ -97,35 +97,6 @@ async fn bounded<T>(
             "PostgreSQL did not answer {operation} within {}s",
             OPERATION_TIMEOUT.as_secs()
         ))),
-    }
-}
-
-/// How an image sits in a dead letter's `images` JSON.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredImage {
-    namespace: String,
-    name: String,
-    tag: String,
-    instance_url: Option<String>,
-}
-
-impl From<&BatchImage> for StoredImage {
-    fn from(image: &BatchImage) -> Self {
-        StoredImage {
-            namespace: image.image.namespace.clone(),
-            name: image.image.name.clone(),
-            tag: image.image.tag.clone(),
-            instance_url: image.instance_url.clone(),
-        }
-    }
-}
-
-impl From<StoredImage> for BatchImage {
-    fn from(image: StoredImage) -> Self {
-        BatchImage {
-            image: ImageRef::new(image.namespace, image.name, image.tag),
-            instance_url: image.instance_url,
-        }
     }
 }
 

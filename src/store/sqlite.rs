@@ -42,8 +42,8 @@ use async_trait::async_trait;
 use deadpool_sqlite::{Config, Hook, HookError, InteractError, Pool, PoolError, Runtime};
 use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
-use serde::{Deserialize, Serialize};
 
+use super::stored_image::StoredImage;
 use super::{
     BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts,
     Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
@@ -445,35 +445,6 @@ fn wall_clock_ms() -> Millis {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| Millis::try_from(elapsed.as_millis()).unwrap_or(Millis::MAX))
         .unwrap_or(0)
-}
-
-/// An image inside `dead_letters.images` (a JSON array of these).
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredImage {
-    namespace: String,
-    name: String,
-    tag: String,
-    instance_url: Option<String>,
-}
-
-impl From<&BatchImage> for StoredImage {
-    fn from(image: &BatchImage) -> Self {
-        StoredImage {
-            namespace: image.image.namespace.clone(),
-            name: image.image.name.clone(),
-            tag: image.image.tag.clone(),
-            instance_url: image.instance_url.clone(),
-        }
-    }
-}
-
-impl From<StoredImage> for BatchImage {
-    fn from(image: StoredImage) -> Self {
-        BatchImage {
-            image: ImageRef::new(image.namespace, image.name, image.tag),
-            instance_url: image.instance_url,
-        }
-    }
 }
 
 fn images_to_json(images: &[BatchImage]) -> rusqlite::Result<String> {
