@@ -43,6 +43,8 @@ pub struct Settings {
     pub batch: BatchSettings,
     pub hss: HssSettings,
     #[serde(default)]
+    pub swr: SwrSettings,
+    #[serde(default)]
     pub sources: Vec<SourceSettings>,
     #[serde(default)]
     pub log: LogSettings,
@@ -169,6 +171,27 @@ impl Default for BatchSettings {
 impl BatchSettings {
     pub fn window(&self) -> Duration {
         Duration::from_millis(self.window_ms)
+    }
+}
+
+/// The SWR API, asked for digest resolution and by poll sources, with the
+/// `[hss]` credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwrSettings {
+    /// Default: derived from `hss.region`.
+    pub endpoint: Option<String>,
+}
+
+impl SwrSettings {
+    pub fn effective_endpoint(&self, region: &str) -> String {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
+            None if region == "eu-west-101" => {
+                "https://swr-api.eu-west-101.myhuaweicloud.eu".to_string()
+            }
+            None => format!("https://swr-api.{region}.myhuaweicloud.com"),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
+//! - [`swr`]: the SWR API (digest resolution, polling SWR basic), signed like HSS calls.
 //! - [`clock`]: one notion of "now" for stores and batcher.
 //!
 //! Around the flow:
@@ -34,4 +35,5 @@ pub mod ops;
 pub mod secret;
 pub mod startup;
 pub mod store;
+pub mod swr;
 pub mod telemetry;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub mod auth_headers;
 pub mod client;
 pub mod credentials;
 pub mod signer;

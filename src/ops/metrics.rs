@@ -33,6 +33,15 @@ pub struct Metrics {
     pub dead_lettered_images: IntCounter,
     /// Store failures by operation.
     pub store_errors: IntCounterVec,
+    /// SWR API calls by operation and status class.
+    pub swr_requests: IntCounterVec,
+    pub swr_request_seconds: HistogramVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
@@ -99,6 +108,21 @@ impl Metrics {
             Opts::new("store_errors_total", "Store failures, by operation"),
             &["operation"],
         )?;
+        let swr_requests = IntCounterVec::new(
+            Opts::new(
+                "swr_requests_total",
+                "SWR API calls, by operation and status class",
+            ),
+            &["operation", "status_class"],
+        )?;
+        let swr_request_seconds = HistogramVec::new(
+            HistogramOpts::new("swr_request_duration_seconds", "SWR API call latency").buckets(
+                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            &["operation", "status_class"],
+        )?;
+        registry.register(Box::new(swr_requests.clone()))?;
+        registry.register(Box::new(swr_request_seconds.clone()))?;
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(images.clone()))?;
         registry.register(Box::new(images_pending.clone()))?;
@@ -127,6 +151,8 @@ impl Metrics {
             retries,
             dead_lettered_images,
             store_errors,
+            swr_requests,
+            swr_request_seconds,
         })
     }
 
