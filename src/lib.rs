@@ -28,6 +28,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod filter;
 pub mod hss;
 pub mod intake;
 pub mod ops;
