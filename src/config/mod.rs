@@ -78,3 +78,6 @@ impl Settings {
         self.sources.iter().find(|s| s.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests;
