@@ -107,10 +107,6 @@ impl SourceSettings {
             rate_limit_per_s,
         })
     }
-
-    pub fn image_type(&self) -> ImageType {
-        self.partition.image_type
-    }
 }
 
 fn is_path_segment(name: &str) -> bool {
