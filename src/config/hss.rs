@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use reqwest::Url;
-
+use super::endpoint::{ApiEndpoint, regional_endpoint};
 use super::error::ConfigError;
-use super::parse::base_url;
 use super::raw::{HssAuthKind, RawHss};
 use crate::secret::Secret;
 
@@ -13,7 +11,7 @@ use crate::secret::Secret;
 pub struct HssSettings {
     pub region: String,
     /// `hss.endpoint`, or the regional endpoint; http(s), a host, no query.
-    pub endpoint: Url,
+    pub endpoint: ApiEndpoint,
     pub project_id: String,
     /// Sent as `?enterprise_project_id=`; the default of every source.
     pub enterprise_project_id: Option<String>,
@@ -35,13 +33,13 @@ pub enum HssAuth {
     },
     /// An IAM token for a password user, project-scoped; renewed by the bridge.
     Token {
-        iam_endpoint: Url,
+        iam_endpoint: ApiEndpoint,
         domain_name: String,
         user_name: String,
         password: Secret,
     },
     /// Temporary AK/SK from the ECS/CCE metadata service at `url`.
-    Metadata { url: Url },
+    Metadata { url: ApiEndpoint },
 }
 
 impl HssAuth {
@@ -64,8 +62,8 @@ impl HssSettings {
             return Err(ConfigError::invalid("hss.project_id", "must not be empty"));
         }
         let endpoint = match &raw.endpoint {
-            Some(endpoint) => base_url("hss.endpoint", endpoint)?,
-            None => base_url("hss.endpoint", &regional_endpoint("hss", &raw.region))?,
+            Some(endpoint) => ApiEndpoint::parse("hss.endpoint", endpoint)?,
+            None => ApiEndpoint::parse("hss.endpoint", &regional_endpoint("hss", &raw.region))?,
         };
         if raw.request_timeout_ms == 0 {
             return Err(ConfigError::invalid(
@@ -117,14 +115,14 @@ impl HssAuth {
                     None => regional_endpoint("iam", &raw.region),
                 };
                 HssAuth::Token {
-                    iam_endpoint: base_url("hss.iam_endpoint", &iam_endpoint)?,
+                    iam_endpoint: ApiEndpoint::parse("hss.iam_endpoint", &iam_endpoint)?,
                     domain_name,
                     user_name,
                     password,
                 }
             }
             HssAuthKind::Metadata => HssAuth::Metadata {
-                url: base_url("hss.metadata_url", &raw.metadata_url)?,
+                url: ApiEndpoint::parse("hss.metadata_url", &raw.metadata_url)?,
             },
         })
     }
@@ -136,14 +134,4 @@ fn auth_name(kind: HssAuthKind) -> &'static str {
         HssAuthKind::Token => "token",
         HssAuthKind::Metadata => "metadata",
     }
-}
-
-/// `https://{service}.{region}.myhuaweicloud.com`; eu-west-101 lives under `.eu`.
-pub fn regional_endpoint(service: &str, region: &str) -> String {
-    let domain = if region == "eu-west-101" {
-        "myhuaweicloud.eu"
-    } else {
-        "myhuaweicloud.com"
-    };
-    format!("https://{service}.{region}.{domain}")
 }

@@ -9,6 +9,7 @@
 //! and the section file that parses it.
 
 pub mod batch;
+pub mod endpoint;
 pub mod error;
 pub mod hss;
 pub mod log;
@@ -22,6 +23,7 @@ pub mod verify;
 use std::path::Path;
 
 pub use batch::BatchSettings;
+pub use endpoint::ApiEndpoint;
 pub use error::ConfigError;
 pub use hss::{HssAuth, HssSettings};
 pub use log::LogSettings;

@@ -34,7 +34,7 @@ fn defaults_are_typed() {
         matches!(&settings.store.location, StoreLocation::Sqlite(path) if path.to_str() == Some("./data/bridge.db"))
     );
     assert_eq!(
-        settings.hss.endpoint.as_str(),
+        settings.hss.endpoint.url().as_str(),
         "https://hss.cn-north-4.myhuaweicloud.com/"
     );
     assert!(matches!(settings.hss.auth, HssAuth::Aksk { .. }));
@@ -80,7 +80,7 @@ fn each_auth_carries_its_own_fields() {
         panic!("token auth expected");
     };
     assert_eq!(
-        iam_endpoint.as_str(),
+        iam_endpoint.url().as_str(),
         "https://iam.eu-west-101.myhuaweicloud.eu/"
     );
     assert_eq!(token.hss.auth.name(), "token");

@@ -58,19 +58,8 @@ impl HssClient {
         settings: &HssSettings,
         clock: Arc<dyn WallClock>,
     ) -> Result<HssClient, HssError> {
-        let mut batch_scan_url = settings.endpoint.clone();
-        // The endpoint is typed with a host; a port, when given, is signed too.
-        let host = match (batch_scan_url.host_str(), batch_scan_url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            (None, _) => {
-                return Err(HssError::InvalidUrl {
-                    key: "hss.endpoint",
-                    value: settings.endpoint.to_string(),
-                    reason: "has no host".into(),
-                });
-            }
-        };
+        let mut batch_scan_url = settings.endpoint.url().clone();
+        let host = settings.endpoint.host().to_string();
         let path = format!(
             "{}/v5/{}/image/batch-scan",
             batch_scan_url.path().trim_end_matches('/'),

@@ -205,7 +205,7 @@ impl CredentialProvider {
                 security_token: security_token.clone(),
             }),
             HssAuth::Metadata { url } => {
-                let base = as_base(url);
+                let base = as_base(url.url());
                 // The link-local metadata service is never behind the
                 // HTTP(S)_PROXY that may route the HSS calls.
                 let http = reqwest::Client::builder()
@@ -227,7 +227,11 @@ impl CredentialProvider {
                 password,
             } => Source::Token(IamIssuer {
                 http,
-                tokens_url: join(&as_base(iam_endpoint), "hss.iam_endpoint", IAM_TOKENS_PATH)?,
+                tokens_url: join(
+                    &as_base(iam_endpoint.url()),
+                    "hss.iam_endpoint",
+                    IAM_TOKENS_PATH,
+                )?,
                 domain_name: domain_name.clone(),
                 user_name: user_name.clone(),
                 password: password.clone(),
