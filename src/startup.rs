@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::app_state::{AppState, DrainFlag};
-use crate::batcher::{Backoff, Batcher};
+use crate::batcher::Batcher;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::hss::{HssClient, HssError, ScanSender};
@@ -21,7 +21,7 @@ use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
-use crate::store::{self, BatchPolicy, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
@@ -94,16 +94,16 @@ impl Application {
         let sources = build_sources(&settings.sources);
         let metrics = Metrics::new()?;
         let clock = Clock::new();
-        let policy = BatchPolicy::configured(&settings.batch, settings.store.lease);
         let batcher = Arc::new(Batcher::new(
             Arc::clone(&store),
             sender,
-            policy,
-            Backoff::from_settings(&settings.batch),
+            &settings.batch,
+            settings.store.lease,
             clock,
             lease_owner(),
             metrics.clone(),
         ));
+        let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
         tokio::spawn(prune_deliveries(
