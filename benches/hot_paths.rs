@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use swr_scan_bridge::config::raw::RawVerify;
 use swr_scan_bridge::config::{PayloadFormat, VerifyScheme, VerifySettings};
 use swr_scan_bridge::domain::{ImageRef, ImageType, Partition};
 use swr_scan_bridge::hss::client::batch_scan_body;
@@ -56,12 +57,13 @@ const FIXTURES: &[(&str, PayloadFormat, &[u8])] = &[
 const NOW_S: i64 = 1_795_859_400;
 
 fn verify_settings(scheme: VerifyScheme, secrets: &[&str]) -> VerifySettings {
-    VerifySettings {
+    VerifySettings::parse(&RawVerify {
         scheme,
         header: None,
         secrets: secrets.iter().map(|s| Secret::literal(*s)).collect(),
         tolerance_s: 300,
-    }
+    })
+    .expect("valid verify settings")
 }
 
 fn header_map(pairs: &[(String, String)]) -> HeaderMap {
@@ -101,7 +103,7 @@ fn verification(c: &mut Criterion) {
         ),
     ];
     for (name, scheme, secrets) in cases {
-        let verifier = Verifier::new(&verify_settings(scheme, &secrets)).expect("verifier");
+        let verifier = Verifier::new(&verify_settings(scheme, &secrets));
         let signer_settings = verify_settings(scheme, &secrets[1..]);
         let headers = header_map(&sign_headers(
             &signer_settings,

@@ -27,13 +27,14 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use swr_scan_bridge::config::raw::RawVerify;
 use swr_scan_bridge::config::{Settings, VerifyScheme, VerifySettings};
 use swr_scan_bridge::domain::Partition;
 use swr_scan_bridge::hss::{ScanOutcome, ScanSender};
 use swr_scan_bridge::intake::verify::sign_headers;
 use swr_scan_bridge::secret::Secret;
 use swr_scan_bridge::startup::Application;
-use swr_scan_bridge::store::BatchImage;
+use swr_scan_bridge::store::{BatchImage, MemoryStore, Store};
 
 const TOKEN: &str = "bench-token";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -156,7 +157,7 @@ async fn run(args: &Args) -> Result<Report, String> {
                 bridge_run(args, scheme, &sqlite_url(data_root.path(), "tp", scheme)).await?;
             report.throughput.push(sqlite.with_baseline(bare.as_ref()));
             if args.in_memory_store {
-                let memory = bridge_run(args, scheme, "memory://").await?;
+                let memory = bridge_run(args, scheme, IN_MEMORY).await?;
                 report.throughput.push(memory.with_baseline(bare.as_ref()));
             }
         }
@@ -339,22 +340,22 @@ impl Scheme {
     }
 
     fn settings(self) -> VerifySettings {
-        match self {
-            Scheme::Token => VerifySettings {
-                scheme: VerifyScheme::Token,
-                header: None,
-                secrets: vec![Secret::literal(TOKEN)],
-                tolerance_s: 300,
-            },
-            Scheme::StandardWebhooks => VerifySettings {
-                scheme: VerifyScheme::StandardWebhooks,
-                header: None,
-                secrets: vec![Secret::literal(WHSEC)],
-                tolerance_s: 300,
-            },
-        }
+        let (scheme, secret) = match self {
+            Scheme::Token => (VerifyScheme::Token, TOKEN),
+            Scheme::StandardWebhooks => (VerifyScheme::StandardWebhooks, WHSEC),
+        };
+        VerifySettings::parse(&RawVerify {
+            scheme,
+            header: None,
+            secrets: vec![Secret::literal(secret)],
+            tolerance_s: 300,
+        })
+        .expect("the benchmark's own secrets are valid")
     }
 }
+
+/// Stands for the in-memory store where the runs take a store URL.
+const IN_MEMORY: &str = "memory://";
 
 fn sqlite_url(root: &Path, name: &str, scheme: Scheme) -> String {
     format!(
@@ -446,12 +447,21 @@ struct RunningBridge {
 
 impl RunningBridge {
     async fn start(config: &str) -> Result<RunningBridge, String> {
+        Self::start_on(config, None).await
+    }
+
+    /// `store`: run on this store instead of the one `store.url` names.
+    async fn start_on(
+        config: &str,
+        store: Option<Arc<dyn Store>>,
+    ) -> Result<RunningBridge, String> {
         let settings = Settings::from_toml(config).map_err(|e| e.to_string())?;
-        settings.validate().map_err(|e| e.to_string())?;
         let sender = Arc::new(RecordingSender::default());
-        let app = Application::build_with_sender(settings, sender.clone())
-            .await
-            .map_err(|e| format!("bridge does not start: {e}"))?;
+        let app = match store {
+            Some(store) => Application::build_with_parts(settings, sender.clone(), store).await,
+            None => Application::build_with_sender(settings, sender.clone()).await,
+        }
+        .map_err(|e| format!("bridge does not start: {e}"))?;
         let address = SocketAddr::from(([127, 0, 0, 1], app.port()));
         let stopper = app.stopper();
         let task =
@@ -847,11 +857,18 @@ async fn bridge_run(
     scheme: Scheme,
     store_url: &str,
 ) -> Result<ThroughputResult, String> {
-    let bridge = RunningBridge::start(&bridge_config(store_url, 2000, 100)).await?;
+    // No configuration names the in-memory store: it is handed to the bridge
+    // directly, and `store.url` (never opened) only has to be valid.
+    let bridge = if store_url == IN_MEMORY {
+        let config = bridge_config("sqlite://./unused.db", 2000, 100);
+        RunningBridge::start_on(&config, Some(Arc::new(MemoryStore::new()))).await?
+    } else {
+        RunningBridge::start(&bridge_config(store_url, 2000, 100)).await?
+    };
     GROUP_COMMITS.take();
     let target = if store_url.starts_with("sqlite") {
         "bridge, SQLite store"
-    } else if store_url.starts_with("memory") {
+    } else if store_url == IN_MEMORY {
         "bridge, in-memory store (not durable)"
     } else {
         "bridge, PostgreSQL store"

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::store::Millis;
+use crate::domain::Millis;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -36,12 +36,6 @@ impl Clock {
 
     pub fn now_ms(&self) -> Millis {
         self.origin_wall_ms + self.origin.elapsed().as_millis() as Millis
-    }
-
-    /// The tokio instant at which the clock reads `wall_ms`.
-    pub fn instant_at(&self, wall_ms: Millis) -> Instant {
-        let offset = wall_ms.saturating_sub(self.origin_wall_ms).max(0) as u64;
-        self.origin + std::time::Duration::from_millis(offset)
     }
 }
 

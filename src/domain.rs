@@ -2,8 +2,37 @@
 //! belongs to, and what the intake hands to the store.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: how the store, the batcher and the
+/// clock speak of instants (replicas compare them).
+pub type Millis = i64;
+
+/// A span of milliseconds known to be positive and to fit [`Millis`]: batch
+/// windows and leases, typed once when settings load so that nothing
+/// downstream clamps or casts them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PositiveMillis(Millis);
+
+impl PositiveMillis {
+    /// `None` for 0 and for spans beyond [`Millis::MAX`].
+    pub fn new(millis: u64) -> Option<Self> {
+        Millis::try_from(millis)
+            .ok()
+            .filter(|millis| *millis > 0)
+            .map(Self)
+    }
+
+    pub fn get(self) -> Millis {
+        self.0
+    }
+
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(self.0.unsigned_abs())
+    }
+}
 
 /// HSS `image_type`: which registry flavour the images live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,5 +135,13 @@ pub struct ScanTarget {
     pub partition: Partition,
     pub image: ImageRef,
     /// `instance_url` for `instance_image`; ignored for the other types.
+    pub instance_url: Option<String>,
+}
+
+/// One image inside a batch: what the store hands the batcher and the batcher
+/// hands HSS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchImage {
+    pub image: ImageRef,
     pub instance_url: Option<String>,
 }

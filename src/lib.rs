@@ -4,12 +4,19 @@
 //!
 //! The modules follow one image from push to scan:
 //!
-//! - [`config`], [`secret`]: layered settings and secrets that never leak.
-//! - [`domain`]: images, partitions, scan targets: the shared vocabulary.
+//! - [`config`]: settings typed once at load time. [`config::raw`] is the file
+//!   format (TOML, defaults, `SWR_SCAN_BRIDGE__…` overrides); one file per
+//!   section turns its table into types (addresses, store location, positive
+//!   spans, HSS auth, prepared verifier keys, compiled filters). Nothing
+//!   downstream re-checks a setting. [`secret`]: secrets that never leak.
+//! - [`domain`]: images, partitions, scan targets, batch images, milliseconds:
+//!   the vocabulary every layer shares.
+//! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
-//! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
+//! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
+//!   [`hss::errors`] reads failures for every client.
 //! - [`swr`]: the SWR API (digest resolution, polling SWR basic), signed like HSS calls.
 //! - [`clock`]: one notion of "now" for stores and batcher.
 //!
@@ -18,9 +25,13 @@
 //! - [`startup`]: builds store, HSS client, batcher and HTTP server; drains on SIGTERM.
 //! - [`app_state`]: what every handler shares; [`api_error`]: every HTTP error
 //!   and its status, mapped in one place.
-//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`, `/admin/*`; [`telemetry`]: logs
-//!   and request ids.
+//! - [`ops`]: `/metrics` (with its registry, in [`ops::metrics`]), `/healthz`,
+//!   `/readyz`, `/admin/*`; [`telemetry`]: logs and request ids.
 //! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]).
+//!
+//! Imports run one way: `config` and `filter` sit below `intake`, `hss` and
+//! `store`; `domain` and `secret` below everything. No two source files import
+//! each other, directly or around a loop, by `crate::` paths.
 
 pub mod api_error;
 pub mod app_state;
@@ -29,6 +40,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod filter;
 pub mod hss;
 pub mod intake;
 pub mod ops;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use swr_scan_bridge::config::{CONFIG_PATH_ENV, Settings};
+use swr_scan_bridge::config::{CONFIG_PATH_ENV, ConfigError, RawSettings, Settings};
 use swr_scan_bridge::startup::{Application, StartupError};
 use swr_scan_bridge::{commands, telemetry};
 
@@ -61,10 +61,15 @@ fn main() -> ExitCode {
             telemetry::init(&settings.log);
             run_async(serve(settings))
         }
-        Command::CheckConfig(ConfigArg { config }) => match load(&config) {
-            Ok(settings) => commands::check_config::print(&settings),
-            Err(code) => code,
-        },
+        Command::CheckConfig(ConfigArg { config }) => {
+            let effective = RawSettings::load(&config)
+                .and_then(|raw| Settings::parse(&raw).map(|_| raw))
+                .map_err(config_error);
+            match effective {
+                Ok(effective) => commands::check_config::print(&effective),
+                Err(code) => code,
+            }
+        }
         Command::Sign {
             config,
             source,
@@ -80,10 +85,12 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
-    Settings::load(path).map_err(|error| {
-        eprintln!("configuration error: {error}");
-        ExitCode::from(2)
-    })
+    Settings::load(path).map_err(config_error)
+}
+
+fn config_error(error: ConfigError) -> ExitCode {
+    eprintln!("configuration error: {error}");
+    ExitCode::from(2)
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {

@@ -13,15 +13,15 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::app_state::{AppState, DrainFlag};
-use crate::batcher::{Backoff, Batcher};
+use crate::batcher::Batcher;
 use crate::clock::Clock;
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
 use crate::hss::{HssClient, HssError, ScanSender};
 use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
-use crate::store::{self, BatchPolicy, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
@@ -33,8 +33,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot build the HSS client: {0}")]
@@ -75,39 +73,49 @@ impl Application {
         settings: Settings,
         sender: Arc<dyn ScanSender>,
     ) -> Result<Self, StartupError> {
-        let address = settings.listen_addr()?;
+        let store = open_store_with_retry(&settings).await?;
+        Self::build_with_parts(settings, sender, store).await
+    }
+
+    /// Like [`Application::build_with_sender`] on a store opened by the
+    /// caller, whatever `store.url` says: how tests and benchmarks run the
+    /// bridge on the in-memory store, which no configuration can name.
+    pub async fn build_with_parts(
+        settings: Settings,
+        sender: Arc<dyn ScanSender>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartupError> {
+        let address = settings.server.listen;
         let listener = TcpListener::bind(address).map_err(|source| StartupError::Listen {
             address: address.to_string(),
             source,
         })?;
         let port = listener.local_addr()?.port();
-        let store = open_store_with_retry(&settings).await?;
-        let sources = build_sources(&settings.sources, &settings.hss)?;
+        let sources = build_sources(&settings.sources);
         let metrics = Metrics::new()?;
         let clock = Clock::new();
-        let policy = BatchPolicy {
-            window_ms: settings.batch.window_ms as i64,
-            max_images: settings.batch.max_images,
-            lease_ms: settings.store.lease_ms as i64,
-        };
         let batcher = Arc::new(Batcher::new(
             Arc::clone(&store),
             sender,
-            policy,
-            Backoff::from_settings(&settings.batch),
+            &settings.batch,
+            settings.store.lease,
             clock,
             lease_owner(),
             metrics.clone(),
         ));
+        let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
         tokio::spawn(prune_deliveries(
             Arc::clone(&store),
             clock,
-            Duration::from_secs(settings.store.delivery_retention_s),
+            settings.store.delivery_retention,
             stop_rx,
         ));
 
+        let scraped_store = web::Data::from(Arc::clone(&store));
+        let scraped_metrics = web::Data::new(metrics.clone());
+        let scraped_clock = web::Data::new(clock);
         let state = web::Data::new(AppState {
             sources,
             store,
@@ -116,20 +124,23 @@ impl Application {
             policy,
             metrics,
             clock,
-            max_body_bytes: settings.server.max_body_bytes,
+            max_body_bytes: settings.server.max_body_bytes.get(),
             admin_token: settings.server.admin_token.clone(),
             drain: DrainFlag::default(),
         });
-        let grace = settings.server.shutdown_grace();
+        let grace = settings.server.shutdown_grace;
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(telemetry::request_id))
                 .app_data(server_state.clone())
+                .app_data(scraped_metrics.clone())
+                .app_data(scraped_store.clone())
+                .app_data(scraped_clock.clone())
                 .route("/webhooks/{source}", web::post().to(receive_webhook))
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
-                .route("/metrics", web::get().to(health::metrics))
+                .route("/metrics", web::get().to(metrics::serve))
                 .route("/admin/pending", web::get().to(admin::pending))
                 .route("/admin/dead-letters", web::get().to(admin::dead_letters))
                 .route(
@@ -145,7 +156,7 @@ impl Application {
         .client_request_timeout(Duration::from_secs(10))
         .client_disconnect_timeout(Duration::from_secs(2));
         if let Some(workers) = settings.server.workers {
-            server = server.workers(workers);
+            server = server.workers(workers.get());
         }
         let signals = ShutdownSignals::install();
         let server = server.listen(listener)?.run();
@@ -153,8 +164,8 @@ impl Application {
             %address,
             port,
             sources = settings.sources.len(),
-            window_ms = settings.batch.window_ms,
-            max_images = settings.batch.max_images,
+            window_ms = settings.batch.window.get(),
+            max_images = settings.batch.max_images.get(),
             "swr-scan-bridge listening"
         );
         Ok(Self {
@@ -166,7 +177,7 @@ impl Application {
             stop_requested: Arc::new(Notify::new()),
             signals,
             grace,
-            drain_linger: Duration::from_millis(settings.server.drain_linger_ms),
+            drain_linger: settings.server.drain_linger,
         })
     }
 

@@ -20,9 +20,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Installs the global subscriber. A second call (tests) is a no-op.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        settings
+            .directives
+            .iter()
+            .cloned()
+            .fold(EnvFilter::default(), EnvFilter::add_directive)
+    });
     let json = match settings.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

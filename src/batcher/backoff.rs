@@ -32,10 +32,7 @@ impl Backoff {
     }
 
     pub fn from_settings(settings: &BatchSettings) -> Self {
-        Self::new(
-            Duration::from_millis(settings.retry_base_ms),
-            Duration::from_millis(settings.retry_max_ms),
-        )
+        Self::new(settings.retry_base, settings.retry_max)
     }
 
     /// The jitter ceiling after the `attempt`-th failure (1-based):

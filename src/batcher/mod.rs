@@ -17,6 +17,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::config::BatchSettings;
+use crate::domain::PositiveMillis;
 use crate::hss::{ScanOutcome, ScanSender};
 use crate::ops::metrics::{Metrics, status_class};
 use crate::store::{BatchPolicy, ClaimedBatch, DeadLetterCause, Millis, Store};
@@ -53,6 +55,8 @@ pub struct Batcher {
     sender: Arc<dyn ScanSender>,
     policy: BatchPolicy,
     backoff: Backoff,
+    /// The longest the loop sleeps with nothing due: one batch window.
+    idle: Duration,
     clock: Clock,
     owner: String,
     handle: BatcherHandle,
@@ -73,12 +77,13 @@ enum Dispatched {
 pub const MAX_IN_FLIGHT: usize = 4;
 
 impl Batcher {
-    #[allow(clippy::too_many_arguments)]
+    /// `batch` and `lease` as configured: the policy claims follow, the retry
+    /// backoff, and the longest the loop sleeps before looking again.
     pub fn new(
         store: Arc<dyn Store>,
         sender: Arc<dyn ScanSender>,
-        policy: BatchPolicy,
-        backoff: Backoff,
+        batch: &BatchSettings,
+        lease: PositiveMillis,
         clock: Clock,
         owner: String,
         metrics: Metrics,
@@ -86,14 +91,20 @@ impl Batcher {
         Self {
             store,
             sender,
-            policy,
-            backoff,
+            policy: BatchPolicy::configured(batch, lease),
+            backoff: Backoff::from_settings(batch),
+            idle: batch.window.as_duration(),
             clock,
             owner,
             handle: BatcherHandle::default(),
             metrics,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
+    }
+
+    /// The configured policy (what `/admin/flush` and the drain start from).
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy
     }
 
     pub fn handle(&self) -> BatcherHandle {
@@ -214,7 +225,7 @@ impl Batcher {
 
     /// How long to sleep before the next batch could be due.
     async fn sleep_until_next_due(&self) -> Duration {
-        let idle = Duration::from_millis(self.policy.window_ms.max(1) as u64);
+        let idle = self.idle;
         let now = self.clock.now_ms();
         match self.store.next_due(now, &self.policy).await {
             // Due already, yet the claim just came back empty: another replica is

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
+use crate::config::raw::RawBatch;
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 use crate::store::{
     BatchImage, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, MemoryStore, StoreError,
@@ -154,6 +155,21 @@ const POLICY: BatchPolicy = BatchPolicy {
     lease_ms: 60_000,
 };
 
+/// `[batch]` as `POLICY` and a 1 s … 60 s backoff, with `max_images`.
+fn batch_settings(max_images: usize) -> BatchSettings {
+    BatchSettings::parse(&RawBatch {
+        window_ms: POLICY.window_ms.unsigned_abs(),
+        max_images,
+        retry_base_ms: 1_000,
+        retry_max_ms: 60_000,
+    })
+    .expect("valid [batch]")
+}
+
+fn lease() -> PositiveMillis {
+    PositiveMillis::new(POLICY.lease_ms.unsigned_abs()).expect("positive lease")
+}
+
 fn start(hss: Arc<ScriptedHss>) -> Harness {
     let store = Arc::new(CountingStore {
         inner: MemoryStore::new(),
@@ -163,8 +179,8 @@ fn start(hss: Arc<ScriptedHss>) -> Harness {
     let batcher = Arc::new(Batcher::new(
         store.clone(),
         hss.clone(),
-        POLICY,
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        &batch_settings(POLICY.max_images),
+        lease(),
         clock,
         "test-worker".into(),
         Metrics::new().unwrap(),
@@ -326,8 +342,8 @@ async fn drain_sends_what_is_due_and_leaves_the_rest() {
     let batcher = Batcher::new(
         store.clone(),
         hss.clone(),
-        POLICY,
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        &batch_settings(POLICY.max_images),
+        lease(),
         clock,
         "drainer".into(),
         Metrics::new().unwrap(),
@@ -385,8 +401,8 @@ async fn a_send_is_abandoned_before_its_lease_ends_so_it_never_runs_twice() {
     let batcher = Arc::new(Batcher::new(
         store.clone(),
         hss.clone(),
-        POLICY,
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        &batch_settings(POLICY.max_images),
+        lease(),
         clock,
         "test-worker".into(),
         Metrics::new().unwrap(),
@@ -446,8 +462,8 @@ async fn the_run_loop_stops_at_once_while_every_send_slot_waits_for_hss() {
     let batcher = Arc::new(Batcher::new(
         store.clone(),
         hss.clone(),
-        policy,
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        &batch_settings(policy.max_images),
+        lease(),
         Clock::starting_at(T0),
         "busy".into(),
         Metrics::new().unwrap(),
@@ -511,8 +527,8 @@ async fn drain_sends_side_by_side_up_to_the_in_flight_limit() {
     let batcher = Batcher::new(
         store.clone(),
         hss.clone(),
-        policy,
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        &batch_settings(policy.max_images),
+        lease(),
         Clock::starting_at(T0),
         "drainer".into(),
         Metrics::new().unwrap(),

@@ -137,7 +137,7 @@ pub async fn run() -> Result<(), DemoError> {
         data.path().display()
     );
     println!("  stand-in HSS:    {}", hss.endpoint);
-    println!("  batch window:    {} ms\n", settings.batch.window_ms);
+    println!("  batch window:    {} ms\n", settings.batch.window.get());
     println!("1. Sample pushes (POST /webhooks/{{source}}):");
     let client = reqwest::Client::new();
     for (index, (source_name, file, body)) in PUSHES.iter().enumerate() {

@@ -2,18 +2,20 @@
 //! anew on every attempt), send it, and classify the answer as a [`ScanOutcome`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use super::credentials::{CallCredentials, CredentialProvider, SystemClock, WallClock};
+use super::errors::{
+    HssError, describe_transport_error, error_detail, parse_error_body, parse_retry_after,
+};
+use super::sender::{ScanOutcome, ScanSender};
 use super::signer::{self, SDK_DATE_HEADER, SECURITY_TOKEN_HEADER, SignableRequest};
-use super::{HssError, ScanOutcome, ScanSender};
-use crate::config::{HssAuthKind, HssSettings};
-use crate::domain::{ImageType, Partition};
-use crate::store::BatchImage;
+use crate::config::HssSettings;
+use crate::domain::{BatchImage, ImageType, Partition};
 
 const CONTENT_TYPE_JSON: &str = "application/json";
 const PROJECT_ID_HEADER: &str = "X-Project-Id";
@@ -23,8 +25,6 @@ const REQUEST_ID_HEADER: &str = "X-Request-Id";
 /// Lower-case names of the headers that carry credentials.
 const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "x-auth-token", "x-security-token"];
 const ENTERPRISE_PROJECT_QUERY: &str = "enterprise_project_id";
-/// Longest piece of a non-JSON error body kept for logs and dead letters.
-const ERROR_TEXT_LIMIT: usize = 256;
 /// The most of an answer body read: HSS answers are a few hundred bytes, and
 /// whatever answers in its place (a proxy, a captive portal, a broken
 /// gateway) must not fill memory with an endless one.
@@ -58,24 +58,8 @@ impl HssClient {
         settings: &HssSettings,
         clock: Arc<dyn WallClock>,
     ) -> Result<HssClient, HssError> {
-        let endpoint = settings.effective_endpoint();
-        let invalid = |reason: &str| HssError::InvalidUrl {
-            key: "hss.endpoint",
-            value: endpoint.clone(),
-            reason: reason.to_string(),
-        };
-        let mut batch_scan_url = Url::parse(&endpoint).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(batch_scan_url.scheme(), "http" | "https") {
-            return Err(invalid("needs an http:// or https:// URL"));
-        }
-        if batch_scan_url.query().is_some() || batch_scan_url.fragment().is_some() {
-            return Err(invalid("must not carry a query or fragment"));
-        }
-        let host = match (batch_scan_url.host_str(), batch_scan_url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            (None, _) => return Err(invalid("has no host")),
-        };
+        let mut batch_scan_url = settings.endpoint.url().clone();
+        let host = settings.endpoint.host().to_string();
         let path = format!(
             "{}/v5/{}/image/batch-scan",
             batch_scan_url.path().trim_end_matches('/'),
@@ -83,7 +67,7 @@ impl HssClient {
         );
         batch_scan_url.set_path(&path);
 
-        let timeout = settings.request_timeout();
+        let timeout = settings.request_timeout;
         // rustls with the webpki roots verifies certificates; nothing here
         // turns that off.
         let http = reqwest::Client::builder()
@@ -118,7 +102,7 @@ impl HssClient {
         body: &[u8],
         images: usize,
     ) -> (ScanOutcome, bool) {
-        let auth = auth_name(self.credentials.auth_kind());
+        let auth = self.credentials.auth_name();
         let credentials = match self.credentials.current().await {
             Ok(credentials) => credentials,
             Err(error) => {
@@ -297,7 +281,7 @@ impl ScanSender for HssClient {
         if unauthorized && self.credentials.invalidate().await {
             tracing::info!(
                 partition = %partition.key(),
-                auth = auth_name(self.credentials.auth_kind()),
+                auth = self.credentials.auth_name(),
                 "HSS answered 401; renewing credentials and trying once more"
             );
             return self.attempt(partition, &body, images.len()).await.0;
@@ -375,11 +359,7 @@ pub fn classify_response(
     }
     let (error_code, error_msg) = parse_error_body(body);
     if matches!(status, 429 | 500 | 502 | 503 | 504) {
-        let detail = match (&error_code, &error_msg) {
-            (Some(code), Some(msg)) => format!(": {code}: {msg}"),
-            (Some(text), None) | (None, Some(text)) => format!(": {text}"),
-            (None, None) => String::new(),
-        };
+        let detail = error_detail(error_code.as_deref(), error_msg.as_deref());
         return ScanOutcome::Retryable {
             status: Some(status),
             reason: format!("HSS answered HTTP {status}{detail}"),
@@ -392,78 +372,6 @@ pub fn classify_response(
         error_msg: error_msg.unwrap_or_else(|| format!("HSS answered HTTP {status}")),
         error_code,
         request_id,
-    }
-}
-
-/// `Retry-After` as delay-seconds or an HTTP-date (a date in the past means
-/// "now"). Anything else is ignored: the caller's own backoff applies.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// `(error_code, error_msg)` from an error body: HSS/APIG's
-/// `{"error_code","error_msg"}`, IAM's `{"error":{"code","message"}}`, or
-/// the start of a non-JSON body as the message.
-pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
-    fn text(value: Option<&serde_json::Value>) -> Option<String> {
-        match value? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) {
-        let nested = object.get("error").and_then(|e| e.as_object());
-        let code =
-            text(object.get("error_code")).or_else(|| nested.and_then(|e| text(e.get("code"))));
-        let message =
-            text(object.get("error_msg")).or_else(|| nested.and_then(|e| text(e.get("message"))));
-        if code.is_some() || message.is_some() {
-            return (code, message);
-        }
-    }
-    let body = String::from_utf8_lossy(body);
-    let trimmed = body.trim();
-    if trimmed.is_empty() {
-        return (None, None);
-    }
-    (None, Some(trimmed.chars().take(ERROR_TEXT_LIMIT).collect()))
-}
-
-/// A transport error with its causes ("connection refused", "timed out", …).
-/// reqwest names only the URL, which holds no secret.
-pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Where a JSON document went wrong, without serde's excerpt of the input
-/// (which could quote a credential).
-pub(crate) fn describe_json_error(error: &serde_json::Error) -> String {
-    format!(
-        "{:?} error at line {} column {}",
-        error.classify(),
-        error.line(),
-        error.column()
-    )
-}
-
-fn auth_name(kind: HssAuthKind) -> &'static str {
-    match kind {
-        HssAuthKind::Aksk => "aksk",
-        HssAuthKind::Token => "token",
-        HssAuthKind::Metadata => "metadata",
     }
 }
 
@@ -728,54 +636,5 @@ mod tests {
                 }
             );
         }
-    }
-
-    #[test]
-    fn error_bodies_in_every_known_shape_are_read() {
-        assert_eq!(
-            parse_error_body(br#"{"error":{"code":"APIGW.0301","message":"Incorrect IAM authentication information"}}"#),
-            (
-                Some("APIGW.0301".into()),
-                Some("Incorrect IAM authentication information".into())
-            )
-        );
-        assert_eq!(
-            parse_error_body(br#"{"error":{"code":401,"message":"no"}}"#),
-            (Some("401".into()), Some("no".into()))
-        );
-        assert_eq!(
-            parse_error_body(b"<html>Bad Gateway</html>\n"),
-            (None, Some("<html>Bad Gateway</html>".into()))
-        );
-        let long = "x".repeat(1000);
-        assert_eq!(
-            parse_error_body(long.as_bytes()).1.unwrap().len(),
-            ERROR_TEXT_LIMIT
-        );
-        assert_eq!(
-            parse_error_body(br#"{"other":1}"#),
-            (None, Some(r#"{"other":1}"#.into()))
-        );
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_http_dates() {
-        let now = httpdate::parse_http_date("Sat, 28 Nov 2026 09:30:15 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Sat, 28 Nov 2026 09:31:00 GMT", now),
-            Some(Duration::from_secs(45))
-        );
-        assert_eq!(
-            parse_retry_after("Sat, 28 Nov 2026 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("-5", now), None);
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("", now), None);
     }
 }

@@ -10,9 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use super::HssError;
-use super::client::{describe_json_error, describe_transport_error, parse_error_body};
-use crate::config::{HssAuthKind, HssSettings};
+use super::errors::{
+    HssError, describe_json_error, describe_transport_error, error_detail, parse_error_body,
+};
+use crate::config::{HssAuth, HssSettings};
 use crate::secret::Secret;
 
 /// Temporary AK/SK are replaced when less than this is left of their life.
@@ -153,11 +154,7 @@ impl CredentialError {
 
     fn from_status(issuer: Issuer, status: StatusCode, body: &[u8]) -> Self {
         let (code, message) = parse_error_body(body);
-        let detail = match (code, message) {
-            (Some(code), Some(message)) => format!(": {code}: {message}"),
-            (Some(text), None) | (None, Some(text)) => format!(": {text}"),
-            (None, None) => String::new(),
-        };
+        let detail = error_detail(code.as_deref(), message.as_deref());
         let status_code = status.as_u16();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             CredentialError::Unavailable {
@@ -197,29 +194,23 @@ impl CredentialProvider {
         http: reqwest::Client,
         clock: Arc<dyn WallClock>,
     ) -> Result<Self, HssError> {
-        let source = match settings.auth {
-            HssAuthKind::Aksk => {
-                let access_key = settings.ak.clone().ok_or(HssError::MissingSetting {
-                    key: "hss.ak",
-                    auth: "aksk",
-                })?;
-                let secret_key = settings.sk.clone().ok_or(HssError::MissingSetting {
-                    key: "hss.sk",
-                    auth: "aksk",
-                })?;
-                Source::Static(AccessKey {
-                    access_key,
-                    secret_key,
-                    security_token: settings.security_token.clone(),
-                })
-            }
-            HssAuthKind::Metadata => {
-                let base = base_url("hss.metadata_url", &settings.metadata_url)?;
+        let source = match &settings.auth {
+            HssAuth::Aksk {
+                ak,
+                sk,
+                security_token,
+            } => Source::Static(AccessKey {
+                access_key: ak.clone(),
+                secret_key: sk.clone(),
+                security_token: security_token.clone(),
+            }),
+            HssAuth::Metadata { url } => {
+                let base = as_base(url.url());
                 // The link-local metadata service is never behind the
                 // HTTP(S)_PROXY that may route the HSS calls.
                 let http = reqwest::Client::builder()
                     .no_proxy()
-                    .timeout(settings.request_timeout())
+                    .timeout(settings.request_timeout)
                     .build()
                     .map_err(|e| HssError::HttpClient(describe_transport_error(&e)))?;
                 Source::Metadata(MetadataIssuer {
@@ -229,38 +220,34 @@ impl CredentialProvider {
                     state: tokio::sync::Mutex::new(MetadataState::default()),
                 })
             }
-            HssAuthKind::Token => {
-                let missing = |key| HssError::MissingSetting { key, auth: "token" };
-                let iam_endpoint = settings.effective_iam_endpoint();
-                let base = base_url("hss.iam_endpoint", &iam_endpoint)?;
-                Source::Token(IamIssuer {
-                    http,
-                    tokens_url: join(&base, "hss.iam_endpoint", IAM_TOKENS_PATH)?,
-                    domain_name: settings
-                        .domain_name
-                        .clone()
-                        .ok_or_else(|| missing("hss.domain_name"))?,
-                    user_name: settings
-                        .user_name
-                        .clone()
-                        .ok_or_else(|| missing("hss.user_name"))?,
-                    password: settings
-                        .password
-                        .clone()
-                        .ok_or_else(|| missing("hss.password"))?,
-                    project_id: settings.project_id.clone(),
-                    cached: tokio::sync::Mutex::new(None),
-                })
-            }
+            HssAuth::Token {
+                iam_endpoint,
+                domain_name,
+                user_name,
+                password,
+            } => Source::Token(IamIssuer {
+                http,
+                tokens_url: join(
+                    &as_base(iam_endpoint.url()),
+                    "hss.iam_endpoint",
+                    IAM_TOKENS_PATH,
+                )?,
+                domain_name: domain_name.clone(),
+                user_name: user_name.clone(),
+                password: password.clone(),
+                project_id: settings.project_id.clone(),
+                cached: tokio::sync::Mutex::new(None),
+            }),
         };
         Ok(Self { source, clock })
     }
 
-    pub fn auth_kind(&self) -> HssAuthKind {
+    /// The `hss.auth` this provider serves, for logs.
+    pub fn auth_name(&self) -> &'static str {
         match self.source {
-            Source::Static(_) => HssAuthKind::Aksk,
-            Source::Metadata(_) => HssAuthKind::Metadata,
-            Source::Token(_) => HssAuthKind::Token,
+            Source::Static(_) => "aksk",
+            Source::Metadata(_) => "metadata",
+            Source::Token(_) => "token",
         }
     }
 
@@ -293,24 +280,15 @@ impl CredentialProvider {
     }
 }
 
-fn base_url(key: &'static str, value: &str) -> Result<Url, HssError> {
-    let invalid = |reason: String| HssError::InvalidUrl {
-        key,
-        value: value.to_string(),
-        reason,
-    };
-    let mut url = Url::parse(value).map_err(|e| invalid(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid(
-            "needs an http:// or https:// URL with a host".into(),
-        ));
+/// `url` as a base that `join` appends below: a trailing slash keeps its
+/// last path segment instead of replacing it.
+fn as_base(url: &Url) -> Url {
+    let mut base = url.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
     }
-    // A trailing slash makes `join` append below the base path instead of replacing its last segment.
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+    base
 }
 
 fn join(base: &Url, key: &'static str, path: &str) -> Result<Url, HssError> {
@@ -708,16 +686,23 @@ mod tests {
 
     #[test]
     fn base_urls_keep_their_path_prefix() {
-        let base = base_url("hss.metadata_url", "http://127.0.0.1:9/prefix").unwrap();
+        let base = as_base(&Url::parse("http://127.0.0.1:9/prefix").unwrap());
         assert_eq!(
             join(&base, "k", METADATA_SECURITY_KEY_PATH)
                 .unwrap()
                 .as_str(),
             "http://127.0.0.1:9/prefix/openstack/latest/securitykey"
         );
-        assert!(matches!(
-            base_url("hss.iam_endpoint", "ftp://iam"),
-            Err(HssError::InvalidUrl { .. })
-        ));
+        let error = crate::config::Settings::from_toml(
+            "[hss]\nregion = \"cn-north-4\"\nproject_id = \"p\"\nauth = \"token\"\n\
+             iam_endpoint = \"ftp://iam\"\ndomain_name = \"d\"\nuser_name = \"u\"\npassword = \"pw\"",
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("config key `hss.iam_endpoint`"),
+            "{error}"
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! The HTTP side of a push: verify the sender, parse the payload, filter the
 //! images, store them, answer.
 
-pub mod filter;
 pub mod formats;
 pub mod routes;
 pub mod source;

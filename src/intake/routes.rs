@@ -198,7 +198,7 @@ async fn handle(
     let mut reasons = parsed.ignored;
     let mut targets = Vec::with_capacity(parsed.images.len());
     for pushed in parsed.images {
-        if source.filter.admits(&pushed.image) {
+        if source.settings.filter.admits(&pushed.image) {
             targets.push(source.scan_target(pushed));
         } else {
             reasons.push(Ignored {

@@ -1,45 +1,32 @@
-//! A configured webhook source, compiled once at start-up: its verifier,
-//! filter, partition and rate limit, ready for every request.
+//! A configured webhook source, ready for every request: its settings (typed
+//! at load time: partition, filter, verification keys), the verifier built
+//! from them, and its rate limiter.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use super::filter::ImageFilter;
 use super::formats::PushedImage;
 use super::verify::Verifier;
-use crate::config::{ConfigError, HssSettings, SourceSettings};
-use crate::domain::{ImageType, Partition, ScanTarget};
+use crate::config::SourceSettings;
+use crate::domain::{ImageType, ScanTarget};
 
 pub struct Source {
     pub settings: SourceSettings,
     pub verifier: Verifier,
-    pub filter: ImageFilter,
-    pub partition: Partition,
     rate_limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Source {
-    pub fn new(settings: &SourceSettings, hss: &HssSettings) -> Result<Self, ConfigError> {
-        let invalid = |field: &str, reason: String| ConfigError::Invalid {
-            key: format!("sources.{}.{field}", settings.name),
-            reason,
-        };
-        let verifier = Verifier::new(&settings.verify).map_err(|r| invalid("verify", r))?;
-        let filter = ImageFilter::new(&settings.filter).map_err(|r| invalid("filter", r))?;
-        let rate_limiter = settings
-            .rate_limit_per_s
-            .and_then(NonZeroU32::new)
-            .map(|per_second| RateLimiter::direct(Quota::per_second(per_second)));
-        Ok(Self {
-            partition: settings.partition(hss),
+    pub fn new(settings: &SourceSettings) -> Self {
+        Self {
             settings: settings.clone(),
-            verifier,
-            filter,
-            rate_limiter,
-        })
+            verifier: Verifier::new(&settings.verify),
+            rate_limiter: settings
+                .rate_limit_per_s
+                .map(|per_second| RateLimiter::direct(Quota::per_second(per_second))),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -56,12 +43,13 @@ impl Source {
     /// Where HSS should scan a pushed image: this source's partition, and for
     /// instance images the configured `instance_url` or the payload's registry host.
     pub fn scan_target(&self, pushed: PushedImage) -> ScanTarget {
-        let instance_url = match self.partition.image_type {
+        let partition = &self.settings.partition;
+        let instance_url = match partition.image_type {
             ImageType::InstanceImage => self.settings.instance_url.clone().or(pushed.registry_host),
-            _ => None,
+            ImageType::PrivateImage | ImageType::SharedImage => None,
         };
         ScanTarget {
-            partition: self.partition.clone(),
+            partition: partition.clone(),
             image: pushed.image,
             instance_url,
         }
@@ -71,12 +59,9 @@ impl Source {
 /// All sources by name.
 pub type Sources = HashMap<String, Arc<Source>>;
 
-pub fn build_sources(
-    sources: &[SourceSettings],
-    hss: &HssSettings,
-) -> Result<Sources, ConfigError> {
+pub fn build_sources(sources: &[SourceSettings]) -> Sources {
     sources
         .iter()
-        .map(|settings| Ok((settings.name.clone(), Arc::new(Source::new(settings, hss)?))))
+        .map(|settings| (settings.name.clone(), Arc::new(Source::new(settings))))
         .collect()
 }

@@ -9,14 +9,11 @@
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::{VerifyScheme, VerifySettings};
-use crate::secret::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::config::verify::{HmacSha256, VerifySettings};
 
 /// Standard Webhooks header names (lower case, as HTTP/2 sends them).
 pub const WEBHOOK_ID: &str = "webhook-id";
@@ -28,15 +25,6 @@ const SIGNATURE_VERSION: &str = "v1";
 /// Prefix of the `hmac-sha256` header value.
 const HMAC_PREFIX: &str = "sha256=";
 const MAC_LEN: usize = 32;
-
-/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`.
-/// `None` when the secret is not of that form, or decodes to no key at all
-/// (`whsec_` alone), which would make every signature forgeable.
-pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
-    let encoded = secret.expose();
-    let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
-    BASE64.decode(encoded).ok().filter(|key| !key.is_empty())
-}
 
 /// A request that passed verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,51 +121,27 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Prepares the keys of `settings`. The error names the offending key
-    /// (`verify.secrets[1]`) and never the secret.
-    pub fn new(settings: &VerifySettings) -> Result<Verifier, String> {
-        if settings.secrets.is_empty() {
-            return Err(
-                "verify.secrets: needs at least one secret; unauthenticated webhooks are not accepted"
-                    .into(),
-            );
-        }
-        let scheme = match settings.scheme {
-            VerifyScheme::Token => Scheme::Token {
-                header: header_name(settings)?,
-                digests: settings
-                    .secrets
+    /// Ready for requests: token digests computed, HMAC keys already
+    /// scheduled when the settings were parsed.
+    pub fn new(settings: &VerifySettings) -> Verifier {
+        let scheme = match settings {
+            VerifySettings::Token { header, tokens } => Scheme::Token {
+                header: header.name.clone(),
+                digests: tokens
                     .iter()
-                    .map(|secret| Sha256::digest(secret.expose().as_bytes()).into())
+                    .map(|token| Sha256::digest(token.expose().as_bytes()).into())
                     .collect(),
             },
-            VerifyScheme::StandardWebhooks => Scheme::StandardWebhooks {
-                keys: settings
-                    .secrets
-                    .iter()
-                    .enumerate()
-                    .map(|(index, secret)| {
-                        match standard_webhooks_key(secret) {
-                            Some(key) => hmac_key(&key, index),
-                            None => Err(format!(
-                                "verify.secrets[{index}]: a standard-webhooks secret must be whsec_ followed by non-empty base64"
-                            )),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?,
-                tolerance_s: settings.tolerance_s,
+            VerifySettings::StandardWebhooks { keys, tolerance_s } => Scheme::StandardWebhooks {
+                keys: keys.clone(),
+                tolerance_s: *tolerance_s,
             },
-            VerifyScheme::HmacSha256 => Scheme::HmacSha256 {
-                header: header_name(settings)?,
-                keys: settings
-                    .secrets
-                    .iter()
-                    .enumerate()
-                    .map(|(index, secret)| hmac_key(secret.expose().as_bytes(), index))
-                    .collect::<Result<_, _>>()?,
+            VerifySettings::HmacSha256 { header, keys } => Scheme::HmacSha256 {
+                header: header.name.clone(),
+                keys: keys.clone(),
             },
         };
-        Ok(Verifier { scheme })
+        Verifier { scheme }
     }
 
     /// Checks that `body` with `headers` comes from a holder of one of the
@@ -200,17 +164,6 @@ impl Verifier {
         }
         outcome
     }
-}
-
-fn header_name(settings: &VerifySettings) -> Result<HeaderName, String> {
-    HeaderName::try_from(settings.effective_header())
-        .map_err(|_| "verify.header: must be a valid HTTP header name".to_string())
-}
-
-fn hmac_key(key: &[u8], index: usize) -> Result<HmacSha256, String> {
-    // HMAC takes keys of any length; the error exists only in the generic API.
-    <HmacSha256 as KeyInit>::new_from_slice(key)
-        .map_err(|_| format!("verify.secrets[{index}]: not usable as an HMAC key"))
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`, from a pre-keyed state.
@@ -405,33 +358,26 @@ fn verify_hmac_sha256(
 }
 
 /// The headers a sender must add to `body` for `settings`, using its first
-/// secret: what the `sign` command prints. Empty only for settings that
-/// config validation rejects (no secret, or a standard-webhooks secret that is
-/// not `whsec_<base64>`).
+/// secret: what the `sign` command prints.
 pub fn sign_headers(
     settings: &VerifySettings,
     body: &[u8],
     now_unix_s: i64,
     message_id: &str,
 ) -> Vec<(String, String)> {
-    let Some(secret) = settings.secrets.first() else {
-        return Vec::new();
-    };
-    match settings.scheme {
-        VerifyScheme::Token => vec![(
-            settings.effective_header().to_string(),
-            secret.expose().to_string(),
-        )],
-        VerifyScheme::StandardWebhooks => {
-            let Some(key) = standard_webhooks_key(secret) else {
-                return Vec::new();
-            };
-            let Ok(key) = hmac_key(&key, 0) else {
+    match settings {
+        VerifySettings::Token { header, tokens } => tokens
+            .first()
+            .map(|token| (header.spelling.clone(), token.expose().to_string()))
+            .into_iter()
+            .collect(),
+        VerifySettings::StandardWebhooks { keys, .. } => {
+            let Some(key) = keys.first() else {
                 return Vec::new();
             };
             let timestamp = now_unix_s.to_string();
             let mac = mac_of(
-                &key,
+                key,
                 &[
                     message_id.as_bytes(),
                     b".",
@@ -449,15 +395,16 @@ pub fn sign_headers(
                 ),
             ]
         }
-        VerifyScheme::HmacSha256 => {
-            let Ok(key) = hmac_key(secret.expose().as_bytes(), 0) else {
-                return Vec::new();
-            };
-            vec![(
-                settings.effective_header().to_string(),
-                format!("{HMAC_PREFIX}{}", hex::encode(mac_of(&key, &[body]))),
-            )]
-        }
+        VerifySettings::HmacSha256 { header, keys } => keys
+            .first()
+            .map(|key| {
+                (
+                    header.spelling.clone(),
+                    format!("{HMAC_PREFIX}{}", hex::encode(mac_of(key, &[body]))),
+                )
+            })
+            .into_iter()
+            .collect(),
     }
 }
 

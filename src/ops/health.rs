@@ -1,17 +1,11 @@
 //! `/healthz` (the process runs) and `/readyz` (the store answers and the
 //! bridge is not draining: send traffic here).
 
-use std::time::Duration;
-
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::STORE_ANSWER_TIMEOUT;
 use crate::app_state::AppState;
-
-/// A store that takes longer than this to answer counts as not ready, and a
-/// scrape stops waiting for its queue gauges (a stuck store is exactly when
-/// operators need `/metrics` to answer).
-const STORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -35,23 +29,4 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .inc();
     tracing::warn!(store = %store, "not ready: the store does not answer");
     HttpResponse::ServiceUnavailable().json(json!({"status": "not ready", "store": store}))
-}
-
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    // Gauges come from the store at scrape time; a failing store leaves the
-    // last values and shows up in store_errors_total.
-    match tokio::time::timeout(STORE_ANSWER_TIMEOUT, state.store.stats()).await {
-        Ok(Ok(stats)) => state.metrics.observe_store(&stats, state.clock.now_ms()),
-        Ok(Err(_)) | Err(_) => state
-            .metrics
-            .store_errors
-            .with_label_values(&["stats"])
-            .inc(),
-    }
-    match state.metrics.render() {
-        Ok(text) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(text),
-        Err(error) => HttpResponse::InternalServerError().body(error.to_string()),
-    }
 }

@@ -1,12 +1,20 @@
 //! Prometheus metrics: one registry per application instance (so tests running
-//! several apps in one process do not mix their counts).
+//! several apps in one process do not mix their counts), and `GET /metrics`,
+//! which renders it.
+//!
+//! The handler takes the registry, the store and the clock as separate app
+//! data rather than the whole `AppState`, which itself holds the registry:
+//! that keeps this file below `app_state` instead of beside it in a circle.
 
+use actix_web::{HttpResponse, web};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
-use crate::store::StoreStats;
+use super::STORE_ANSWER_TIMEOUT;
+use crate::clock::Clock;
+use crate::store::{Store, StoreStats};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -184,5 +192,25 @@ pub fn status_class(status: Option<u16>) -> &'static str {
         Some(500..=599) => "5xx",
         Some(_) => "other",
         None => "error",
+    }
+}
+
+/// `GET /metrics`: Prometheus text. Queue gauges are read from the store at
+/// scrape time; a failing or stuck store leaves their last values and shows
+/// up in `store_errors_total`.
+pub async fn serve(
+    metrics: web::Data<Metrics>,
+    store: web::Data<dyn Store>,
+    clock: web::Data<Clock>,
+) -> HttpResponse {
+    match tokio::time::timeout(STORE_ANSWER_TIMEOUT, store.stats()).await {
+        Ok(Ok(stats)) => metrics.observe_store(&stats, clock.now_ms()),
+        Ok(Err(_)) | Err(_) => metrics.store_errors.with_label_values(&["stats"]).inc(),
+    }
+    match metrics.render() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        Err(error) => HttpResponse::InternalServerError().body(error.to_string()),
     }
 }

@@ -1,5 +1,6 @@
 //! An in-process [`Store`]: the reference semantics in plain Rust, used by unit
-//! tests (it runs under tokio's paused clock) and by `store.url = "memory://"`.
+//! tests (it runs under tokio's paused clock) and by benchmarks, which hand it
+//! to `Application::build_with_parts`: no configuration can name it.
 //! It is not durable: a restart forgets everything, so never use it in production.
 
 use std::collections::{BTreeMap, HashMap};

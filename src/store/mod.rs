@@ -20,6 +20,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::domain::{ImageRef, Partition, ScanTarget};
+// Several layers speak of these; they live with the domain and are re-exported
+// so that store code keeps naming them from here.
+pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 
 pub mod conformance;
 pub mod memory;
@@ -28,9 +31,6 @@ pub mod sqlite;
 mod stored_image;
 
 pub use memory::MemoryStore;
-
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,6 +77,15 @@ pub struct BatchPolicy {
 }
 
 impl BatchPolicy {
+    /// The policy `[batch]` and `store.lease_ms` configure.
+    pub fn configured(batch: &crate::config::BatchSettings, lease: PositiveMillis) -> Self {
+        Self {
+            window_ms: batch.window.get(),
+            max_images: batch.max_images.get(),
+            lease_ms: lease.get(),
+        }
+    }
+
     /// The same policy, but every pending image is due now (`/admin/flush`, drain).
     pub fn flush_now(self) -> Self {
         Self {
@@ -84,13 +93,6 @@ impl BatchPolicy {
             ..self
         }
     }
-}
-
-/// One image inside a claimed batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BatchImage {
-    pub image: ImageRef,
-    pub instance_url: Option<String>,
 }
 
 /// A batch this worker holds the lease on: send it, then settle it with
@@ -227,18 +229,14 @@ pub async fn open(
     settings: &crate::config::StoreSettings,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     use crate::config::StoreLocation;
-    let location = settings
-        .location()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let store: std::sync::Arc<dyn Store> = match location {
+    let pool_size = settings.pool_size.get();
+    let store: std::sync::Arc<dyn Store> = match &settings.location {
         StoreLocation::Sqlite(path) => {
-            std::sync::Arc::new(sqlite::SqliteStore::open(&path, settings.pool_size).await?)
+            std::sync::Arc::new(sqlite::SqliteStore::open(path, pool_size).await?)
         }
-        StoreLocation::Postgres => std::sync::Arc::new(
-            postgres::PostgresStore::connect(settings.url.expose(), settings.pool_size, None)
-                .await?,
+        StoreLocation::Postgres(url) => std::sync::Arc::new(
+            postgres::PostgresStore::connect(url.expose(), pool_size, None).await?,
         ),
-        StoreLocation::Memory => std::sync::Arc::new(MemoryStore::new()),
     };
     store.migrate().await?;
     Ok(store)

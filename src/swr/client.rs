@@ -10,12 +10,12 @@ use reqwest::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
 use crate::config::{HssSettings, SwrSettings};
-use crate::hss::HssError;
 use crate::hss::auth_headers::{self, ApiCall, PROJECT_ID_HEADER, REQUEST_ID_HEADER};
-use crate::hss::client::{
-    describe_json_error, describe_transport_error, parse_error_body, parse_retry_after,
-};
 use crate::hss::credentials::{CredentialError, CredentialProvider, SystemClock, WallClock};
+use crate::hss::errors::{
+    HssError, describe_json_error, describe_transport_error, error_detail, parse_error_body,
+    parse_retry_after,
+};
 use crate::hss::signer;
 use crate::ops::metrics::{Metrics, status_class};
 
@@ -64,7 +64,7 @@ pub enum SwrError {
         operation: &'static str,
         reason: String,
     },
-    #[error("SWR {operation} answered HTTP {status}{}{}", detail(.error_code, .error_msg), request_suffix(.request_id))]
+    #[error("SWR {operation} answered HTTP {status}{}{}", error_detail(.error_code.as_deref(), .error_msg.as_deref()), request_suffix(.request_id))]
     Status {
         operation: &'static str,
         status: u16,
@@ -79,14 +79,6 @@ pub enum SwrError {
         reason: String,
         request_id: Option<String>,
     },
-}
-
-fn detail(code: &Option<String>, message: &Option<String>) -> String {
-    match (code, message) {
-        (Some(code), Some(message)) => format!(": {code}: {message}"),
-        (Some(text), None) | (None, Some(text)) => format!(": {text}"),
-        (None, None) => String::new(),
-    }
 }
 
 fn request_suffix(request_id: &Option<String>) -> String {
@@ -171,25 +163,9 @@ impl SwrClient {
         metrics: Metrics,
         clock: std::sync::Arc<dyn WallClock>,
     ) -> Result<Self, HssError> {
-        let endpoint = swr.effective_endpoint(&hss.region);
-        let invalid = |reason: &str| HssError::InvalidUrl {
-            key: "swr.endpoint",
-            value: endpoint.clone(),
-            reason: reason.to_string(),
-        };
-        let base = Url::parse(&endpoint).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("needs an http:// or https:// URL"));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(invalid("must not carry a query or fragment"));
-        }
-        let host = match (base.host_str(), base.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            (None, _) => return Err(invalid("has no host")),
-        };
-        let timeout = hss.request_timeout();
+        let base = swr.endpoint.url().clone();
+        let host = swr.endpoint.host().to_string();
+        let timeout = hss.request_timeout;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("swr-scan-bridge/", env!("CARGO_PKG_VERSION")))

@@ -9,7 +9,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use swr_scan_bridge::config::Settings;
+use swr_scan_bridge::config::{RawSettings, Settings};
 use swr_scan_bridge::startup::Application;
 
 pub const TOKEN_OLD: &str = "swr-token-old";
@@ -112,16 +112,18 @@ pub struct TestApp {
     pub _data_dir: tempfile::TempDir,
 }
 
-/// Starts the real application on port 0 with `base_config`, after `customize`.
-pub async fn spawn_app_with(hss_endpoint: &str, customize: impl FnOnce(&mut Settings)) -> TestApp {
+/// Starts the real application on port 0 with `base_config`, after
+/// `customize` changed it as a file would (then it is typed like any config).
+pub async fn spawn_app_with(
+    hss_endpoint: &str,
+    customize: impl FnOnce(&mut RawSettings),
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let store_url = format!("sqlite://{}/bridge.db", data_dir.path().display());
-    let mut settings =
-        Settings::from_toml(&base_config(hss_endpoint, &store_url)).expect("test config is valid");
-    customize(&mut settings);
-    settings
-        .validate()
-        .expect("customized test config is valid");
+    let mut raw = RawSettings::from_toml(&base_config(hss_endpoint, &store_url))
+        .expect("test config is valid");
+    customize(&mut raw);
+    let settings = Settings::parse(&raw).expect("customized test config is valid");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let stopper = app.stopper();

@@ -42,8 +42,12 @@ fn settings(extra: &str) -> HssSettings {
 }
 
 fn aksk_settings(endpoint: &str) -> HssSettings {
+    aksk_settings_with(endpoint, "")
+}
+
+fn aksk_settings_with(endpoint: &str, extra: &str) -> HssSettings {
     settings(&format!(
-        "endpoint = \"{endpoint}\"\nauth = \"aksk\"\nak = \"{AK}\"\nsk = \"{SK}\""
+        "endpoint = \"{endpoint}\"\nauth = \"aksk\"\nak = \"{AK}\"\nsk = \"{SK}\"\n{extra}"
     ))
 }
 
@@ -217,10 +221,7 @@ async fn instance_images_carry_instance_fields_and_odd_query_values_verify() {
 async fn static_security_token_is_sent_and_signed() {
     let hss = FakeHss::start_without_credentials().await;
     hss.allow_access_key(AK, SK, Some("static-security-token+/=="));
-    let mut settings = aksk_settings(&hss.uri());
-    settings.security_token = Some(swr_scan_bridge::secret::Secret::literal(
-        "static-security-token+/==",
-    ));
+    let settings = aksk_settings_with(&hss.uri(), "security_token = \"static-security-token+/==\"");
     let client = HssClient::with_clock(&settings, clock()).unwrap();
 
     let outcome = client.batch_scan(&private_partition(None), &images()).await;
@@ -429,7 +430,7 @@ async fn a_slow_hss_is_a_retryable_timeout() {
     let hss = FakeHss::start(AK, SK).await;
     hss.respond_with_sequence(vec![Reply::accepted().delayed(Duration::from_secs(5))]);
     let mut settings = aksk_settings(&hss.uri());
-    settings.request_timeout_ms = 200;
+    settings.request_timeout = Duration::from_millis(200);
     let client = HssClient::with_clock(&settings, clock()).unwrap();
 
     let outcome = client.batch_scan(&private_partition(None), &images()).await;
@@ -472,10 +473,12 @@ async fn a_refused_connection_is_retryable() {
 }
 
 #[test]
-fn a_bad_endpoint_is_a_construction_error() {
-    let mut settings = aksk_settings("http://127.0.0.1:1");
-    settings.endpoint = Some("http://exa mple".into());
-    let error = HssClient::new(&settings).unwrap_err();
+fn a_bad_endpoint_is_refused_when_settings_load() {
+    let error = Settings::from_toml(&format!(
+        "[hss]\nregion = \"cn-north-4\"\nproject_id = \"{PROJECT}\"\n\
+         endpoint = \"http://exa mple\"\nak = \"{AK}\"\nsk = \"{SK}\""
+    ))
+    .unwrap_err();
     assert!(
         error.to_string().starts_with("config key `hss.endpoint`"),
         "{error}"
@@ -841,10 +844,10 @@ async fn no_secret_reaches_the_logs_in_any_auth_mode() {
     // aksk with a security token, including a refused signature.
     let hss = FakeHss::start_without_credentials().await;
     hss.allow_access_key(AK, SK, Some("static-security-token-value"));
-    let mut settings = aksk_settings(&hss.uri());
-    settings.security_token = Some(swr_scan_bridge::secret::Secret::literal(
-        "static-security-token-value",
-    ));
+    let settings = aksk_settings_with(
+        &hss.uri(),
+        "security_token = \"static-security-token-value\"",
+    );
     let aksk = HssClient::with_clock(&settings, clock.clone()).unwrap();
     hss.respond_with_sequence(vec![Reply::error(400, "HSS.1059", "bad")]);
     aksk.batch_scan(&partition, &images()).await;

@@ -557,7 +557,12 @@ async fn secrets_in_odd_encodings_are_rejected() {
     const UNICODE_NFD: &str = "to\u{308}ke\u{301}n-secret";
     let hss = FakeHss::start(AK, SK).await;
     let app = spawn_app_with(&hss.uri(), |s| {
-        let mut unicode = s.source("filtered").cloned().expect("filtered source");
+        let mut unicode = s
+            .sources
+            .iter()
+            .find(|source| source.name == "filtered")
+            .cloned()
+            .expect("filtered source");
         unicode.name = "unicode".into();
         unicode.filter = Default::default();
         unicode.verify.secrets = vec![swr_scan_bridge::secret::Secret::literal(UNICODE_NFC)];

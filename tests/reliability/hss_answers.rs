@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use swr_scan_bridge::config::Settings;
 use swr_scan_bridge::domain::{ImageRef, ImageType, Partition};
-use swr_scan_bridge::hss::client::{classify_response, parse_retry_after};
+use swr_scan_bridge::hss::client::classify_response;
+use swr_scan_bridge::hss::errors::parse_retry_after;
 use swr_scan_bridge::hss::{HssClient, ScanOutcome, ScanSender};
 use swr_scan_bridge::store::BatchImage;
 
@@ -156,7 +157,8 @@ async fn an_endless_hss_answer_body_is_not_read_to_the_end() {
     }];
     for status in [503u16, 400, 200] {
         let (endpoint, taken) = endless_answer(status, cap).await;
-        let settings = Settings::from_toml(&base_config(&endpoint, "memory://")).expect("config");
+        let settings =
+            Settings::from_toml(&base_config(&endpoint, "sqlite://./unused.db")).expect("config");
         let client = HssClient::new(&settings.hss).expect("client");
         let outcome = client.batch_scan(&partition, &images).await;
         assert_eq!(kind(&outcome), expected_kind(status), "{outcome:?}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::json;
-use swr_scan_bridge::config::Settings;
+use swr_scan_bridge::config::RawSettings;
 
 use crate::fake_hss::{FakeHss, Reply};
 use crate::helpers::*;
@@ -50,12 +50,14 @@ fn enterprise_project(index: usize) -> String {
 }
 
 /// Adds `PARTITIONS` harbor/token sources, each its own enterprise project.
-fn with_partitions(settings: &mut Settings) {
+fn with_partitions(settings: &mut RawSettings) {
     settings.batch.window_ms = 200;
     settings.batch.retry_base_ms = RETRY_BASE_MS;
     settings.batch.retry_max_ms = RETRY_MAX_MS;
     let template = settings
-        .source("filtered")
+        .sources
+        .iter()
+        .find(|source| source.name == "filtered")
         .cloned()
         .expect("base config has the filtered source");
     for index in 0..PARTITIONS {

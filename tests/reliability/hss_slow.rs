@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use swr_scan_bridge::config::Settings;
+use swr_scan_bridge::config::{RawSettings, Settings};
 use swr_scan_bridge::domain::Partition;
 use swr_scan_bridge::hss::{ScanOutcome, ScanSender};
 use swr_scan_bridge::startup::Application;
@@ -157,12 +157,12 @@ async fn a_send_that_outlives_its_lease_is_abandoned_not_doubled() {
     let mut summary = Summary::start("hss_slower_than_lease");
     let dir = tempfile::tempdir().expect("temp dir");
     let store_url = format!("sqlite://{}/bridge.db", dir.path().display());
-    let mut settings =
-        Settings::from_toml(&base_config("http://127.0.0.1:9", &store_url)).expect("config");
-    settings.hss.request_timeout_ms = 500;
-    settings.store.lease_ms = LEASE_MS;
-    settings.batch.window_ms = 100;
-    settings.validate().expect("valid");
+    let mut raw =
+        RawSettings::from_toml(&base_config("http://127.0.0.1:9", &store_url)).expect("config");
+    raw.hss.request_timeout_ms = 500;
+    raw.store.lease_ms = LEASE_MS;
+    raw.batch.window_ms = 100;
+    let settings = Settings::parse(&raw).expect("valid");
     let sender = Arc::new(LingeringSender::default());
     let app = Application::build_with_sender(settings, sender.clone())
         .await

@@ -333,7 +333,12 @@ async fn the_per_source_rate_limit_answers_429() {
     let mut summary = Summary::start("security_rate_limit");
     let hss = FakeHss::start(AK, SK).await;
     let app = spawn_app_with(&hss.uri(), |s| {
-        let mut limited = s.source("swr-ee").cloned().expect("swr-ee");
+        let mut limited = s
+            .sources
+            .iter()
+            .find(|source| source.name == "swr-ee")
+            .cloned()
+            .expect("swr-ee");
         limited.name = "limited".into();
         limited.rate_limit_per_s = Some(LIMIT);
         s.sources.push(limited);

@@ -99,7 +99,8 @@ async fn hss_with_a_self_signed_certificate_is_refused() {
     let mut summary = Summary::start("security_tls_verification");
     let server = start_tls_server().await;
     let endpoint = format!("https://127.0.0.1:{}", server.port);
-    let settings = Settings::from_toml(&base_config(&endpoint, "memory://")).expect("config");
+    let settings =
+        Settings::from_toml(&base_config(&endpoint, "sqlite://./unused.db")).expect("config");
     let client = HssClient::new(&settings.hss).expect("client");
     let (partition, images) = one_image();
     let outcome = client.batch_scan(&partition, &images).await;

@@ -5,7 +5,9 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{VerifyScheme, VerifySettings};
+use crate::config::raw::RawVerify;
+use crate::config::verify::standard_webhooks_key;
+use crate::config::{ConfigError, VerifyScheme, VerifySettings};
 use crate::secret::Secret;
 
 const VECTORS: &str = concat!(
@@ -37,8 +39,9 @@ fn vector() -> Vector {
     }
 }
 
-fn settings(scheme: VerifyScheme, secrets: &[&str]) -> VerifySettings {
-    VerifySettings {
+/// A `[sources.verify]` table as the file writes it.
+fn settings(scheme: VerifyScheme, secrets: &[&str]) -> RawVerify {
+    RawVerify {
         scheme,
         header: None,
         secrets: secrets.iter().map(|s| Secret::literal(*s)).collect(),
@@ -46,8 +49,25 @@ fn settings(scheme: VerifyScheme, secrets: &[&str]) -> VerifySettings {
     }
 }
 
+/// The table parsed as config parses it; the error as `key: reason`.
+fn parsed(raw: &RawVerify) -> Result<VerifySettings, String> {
+    VerifySettings::parse(raw).map_err(|error| match error {
+        ConfigError::Invalid { key, reason } => format!("{key}: {reason}"),
+        other => other.to_string(),
+    })
+}
+
+fn typed(raw: &RawVerify) -> VerifySettings {
+    parsed(raw).expect("valid settings")
+}
+
+/// A verifier as a source gets one: parsed settings, then built.
+fn compile(raw: &RawVerify) -> Result<Verifier, String> {
+    parsed(raw).map(|settings| Verifier::new(&settings))
+}
+
 fn verifier(scheme: VerifyScheme, secrets: &[&str]) -> Verifier {
-    Verifier::new(&settings(scheme, secrets)).expect("valid settings")
+    compile(&settings(scheme, secrets)).expect("valid settings")
 }
 
 fn headers<K: AsRef<str>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> HeaderMap {
@@ -125,7 +145,7 @@ fn token_that_differs_in_any_way_is_rejected() {
 fn token_header_is_configurable_and_case_insensitive() {
     let mut settings = settings(VerifyScheme::Token, &["t0k"]);
     settings.header = Some("X-Webhook-Token".into());
-    let verifier = Verifier::new(&settings).unwrap();
+    let verifier = compile(&settings).unwrap();
     assert!(
         verifier
             .verify(&headers(&[("x-webhook-token", "t0k")]), b"", 0)
@@ -164,7 +184,7 @@ fn token_sent_twice_is_malformed() {
 fn token_sign_headers_name_the_header_and_first_secret() {
     let settings = settings(VerifyScheme::Token, &["first", "second"]);
     assert_eq!(
-        sign_headers(&settings, b"{}", 0, "ignored"),
+        sign_headers(&typed(&settings), b"{}", 0, "ignored"),
         vec![("Authorization".to_string(), "first".to_string())]
     );
 }
@@ -189,7 +209,7 @@ fn standard_webhooks_sign_headers_reproduce_the_worked_example() {
     let v = vector();
     let settings = settings(VerifyScheme::StandardWebhooks, &[&v.secret]);
     assert_eq!(
-        sign_headers(&settings, v.body.as_bytes(), vector_now(&v), &v.id),
+        sign_headers(&typed(&settings), v.body.as_bytes(), vector_now(&v), &v.id),
         vec![
             ("webhook-id".to_string(), v.id.clone()),
             ("webhook-timestamp".to_string(), v.timestamp.clone()),
@@ -279,7 +299,7 @@ fn standard_webhooks_any_one_byte_change_fails() {
                 checked += 1;
                 continue;
             };
-            match Verifier::new(&settings(VerifyScheme::StandardWebhooks, &[&secret])) {
+            match compile(&settings(VerifyScheme::StandardWebhooks, &[&secret])) {
                 Err(reason) => assert!(reason.starts_with("verify.secrets[0]"), "{reason}"),
                 Ok(changed) => assert_eq!(
                     changed.verify(&vector_headers(&v), v.body.as_bytes(), now),
@@ -424,7 +444,7 @@ fn standard_webhooks_huge_tolerance_does_not_overflow() {
     let v = vector();
     let mut settings = settings(VerifyScheme::StandardWebhooks, &[&v.secret]);
     settings.tolerance_s = u64::MAX;
-    let verifier = Verifier::new(&settings).unwrap();
+    let verifier = compile(&settings).unwrap();
     for now in [i64::MIN, 0, i64::MAX] {
         assert!(
             verifier
@@ -499,7 +519,7 @@ fn standard_webhooks_malformed_id_and_timestamp_are_rejected() {
 #[test]
 fn standard_webhooks_secrets_must_be_whsec_base64() {
     for bad in ["whsec_", "whsec_not base64!", "plain-text secret"] {
-        let error = Verifier::new(&settings(
+        let error = compile(&settings(
             VerifyScheme::StandardWebhooks,
             &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", bad],
         ))
@@ -514,17 +534,10 @@ fn standard_webhooks_secrets_must_be_whsec_base64() {
         standard_webhooks_key(&Secret::literal("whsec_c2Vjb25k")),
         Some(b"second".to_vec())
     );
-    let error = Verifier::new(&settings(VerifyScheme::StandardWebhooks, &[])).unwrap_err();
+    let error = compile(&settings(VerifyScheme::StandardWebhooks, &[])).unwrap_err();
     assert!(error.starts_with("verify.secrets: needs at least one secret"));
-    assert!(
-        sign_headers(
-            &settings(VerifyScheme::StandardWebhooks, &["whsec_"]),
-            b"",
-            0,
-            "m"
-        )
-        .is_empty()
-    );
+    // Settings that could only sign without a key never come to exist.
+    assert!(parsed(&settings(VerifyScheme::StandardWebhooks, &["whsec_"])).is_err());
 }
 
 // ----------------------------------------------------------- hmac-sha256
@@ -555,7 +568,7 @@ fn hmac_sha256_github_example_verifies_in_either_hex_case() {
     }
     assert_eq!(
         sign_headers(
-            &settings(VerifyScheme::HmacSha256, &[GITHUB_SECRET]),
+            &typed(&settings(VerifyScheme::HmacSha256, &[GITHUB_SECRET])),
             GITHUB_BODY,
             0,
             "m"
@@ -668,7 +681,7 @@ fn header_set() -> impl Strategy<Value = HeaderMap> {
     })
 }
 
-fn all_schemes() -> Vec<(VerifySettings, Verifier)> {
+fn all_schemes() -> Vec<(RawVerify, Verifier)> {
     let v = vector();
     [
         settings(VerifyScheme::Token, &["token-a", "token-b"]),
@@ -680,7 +693,7 @@ fn all_schemes() -> Vec<(VerifySettings, Verifier)> {
     ]
     .into_iter()
     .map(|settings| {
-        let verifier = Verifier::new(&settings).unwrap();
+        let verifier = compile(&settings).expect("valid settings");
         (settings, verifier)
     })
     .collect()
@@ -713,7 +726,7 @@ proptest! {
         mask in 1u8..=255,
     ) {
         for (settings, verifier) in all_schemes() {
-            let sent = headers(&sign_headers(&settings, &body, now, &message_id));
+            let sent = headers(&sign_headers(&typed(&settings), &body, now, &message_id));
             let verified = verifier.verify(&sent, &body, now);
             let expected_id = (settings.scheme == VerifyScheme::StandardWebhooks)
                 .then(|| message_id.clone());

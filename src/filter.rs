@@ -6,9 +6,8 @@
 //! rules such as `**:*-cache` (any repository, tags ending in `-cache`) would be
 //! rejected. Translating to an anchored `regex` keeps the exact SWR meaning.
 
-use regex::{Regex, RegexSet};
+use regex::RegexSet;
 
-use crate::config::FilterSettings;
 use crate::domain::ImageRef;
 
 /// Translates one SWR glob into an anchored regular expression.
@@ -48,10 +47,13 @@ pub fn glob_to_regex(glob: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Checks that a glob is valid; the reason names what is wrong.
-pub fn compile_glob(glob: &str) -> Result<Regex, String> {
-    let pattern = glob_to_regex(glob)?;
-    Regex::new(&pattern).map_err(|e| format!("\"{glob}\" is not a valid pattern: {e}"))
+/// Why a filter does not compile: `key` names the glob relative to the
+/// filter (`include[1]`), or the list when the set as a whole fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct GlobError {
+    pub key: String,
+    pub reason: String,
 }
 
 /// A source's filter: an image passes when it matches an include glob (or
@@ -63,24 +65,32 @@ pub struct ImageFilter {
 }
 
 impl ImageFilter {
-    pub fn new(settings: &FilterSettings) -> Result<Self, String> {
+    /// Compiles the include and exclude globs, each list into one set.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, GlobError> {
         Ok(Self {
-            include: Self::set(&settings.include)?,
-            exclude: Self::set(&settings.exclude)?,
+            include: Self::set("include", include)?,
+            exclude: Self::set("exclude", exclude)?,
         })
     }
 
-    fn set(globs: &[String]) -> Result<Option<RegexSet>, String> {
+    fn set(list: &str, globs: &[String]) -> Result<Option<RegexSet>, GlobError> {
         if globs.is_empty() {
             return Ok(None);
         }
         let patterns = globs
             .iter()
-            .map(|glob| glob_to_regex(glob))
+            .enumerate()
+            .map(|(index, glob)| {
+                glob_to_regex(glob).map_err(|reason| GlobError {
+                    key: format!("{list}[{index}]"),
+                    reason,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        RegexSet::new(patterns)
-            .map(Some)
-            .map_err(|e| format!("filter globs do not compile: {e}"))
+        RegexSet::new(patterns).map(Some).map_err(|e| GlobError {
+            key: list.to_string(),
+            reason: format!("the globs do not compile: {e}"),
+        })
     }
 
     pub fn admits(&self, image: &ImageRef) -> bool {
@@ -102,11 +112,8 @@ mod tests {
     use super::*;
 
     fn filter(include: &[&str], exclude: &[&str]) -> ImageFilter {
-        ImageFilter::new(&FilterSettings {
-            include: include.iter().map(|s| s.to_string()).collect(),
-            exclude: exclude.iter().map(|s| s.to_string()).collect(),
-        })
-        .expect("valid globs")
+        let strings = |globs: &[&str]| globs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ImageFilter::new(&strings(include), &strings(exclude)).expect("valid globs")
     }
 
     fn image(full: &str) -> ImageRef {
@@ -168,12 +175,14 @@ mod tests {
 
     #[test]
     fn broken_globs_are_explained() {
-        assert!(compile_glob("{a,b").unwrap_err().contains("never closed"));
+        assert!(glob_to_regex("{a,b").unwrap_err().contains("never closed"));
         assert!(
-            compile_glob("a}")
+            glob_to_regex("a}")
                 .unwrap_err()
                 .contains("without a matching")
         );
-        assert!(compile_glob("").is_err());
+        assert!(glob_to_regex("").is_err());
+        let error = ImageFilter::new(&["ok/**".into()], &["x".into(), "{".into()]).unwrap_err();
+        assert_eq!(error.key, "exclude[1]");
     }
 }
