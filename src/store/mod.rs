@@ -91,6 +91,9 @@ impl BatchPolicy {
 pub struct BatchImage {
     pub image: ImageRef,
     pub instance_url: Option<String>,
+    /// The manifest digest, when the push (or its resolution) named one;
+    /// scan-tasks sends it as `image_digest`.
+    pub digest: Option<String>,
 }
 
 /// A batch this worker holds the lease on: send it, then settle it with
