@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ImageType, Partition};
+use crate::hss::HssApi;
+use crate::hss::scan_tasks::ScanScope;
 use crate::secret::Secret;
 
 /// Prefix of environment overrides: `SWR_SCAN_BRIDGE__BATCH__WINDOW_MS=500`.
@@ -214,6 +216,14 @@ pub struct HssSettings {
     pub metadata_url: String,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// `batch-scan` (default) or `scan-tasks`, HSS's successor API.
+    #[serde(default)]
+    pub api: HssApi,
+    /// Risk classes scan-tasks asks for; default `["all"]`. Absent unless
+    /// configured, so that setting it for batch-scan (where it would do
+    /// nothing) can be refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_scope: Option<ScanScope>,
 }
 
 fn default_auth() -> HssAuthKind {
@@ -252,6 +262,11 @@ impl HssSettings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// What scan-tasks asks HSS to scan for.
+    pub fn scan_scope(&self) -> ScanScope {
+        self.scan_scope.clone().unwrap_or_default()
     }
 }
 
@@ -513,6 +528,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "hss.request_timeout_ms",
                 "must be greater than 0",
+            ));
+        }
+        if hss.api == HssApi::BatchScan && hss.scan_scope.is_some() {
+            return Err(ConfigError::invalid(
+                "hss.scan_scope",
+                "applies only to hss.api = \"scan-tasks\" (batch-scan always scans for everything); set hss.api = \"scan-tasks\" or remove hss.scan_scope",
             ));
         }
         match hss.auth {

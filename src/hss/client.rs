@@ -1,19 +1,21 @@
-//! One batch-scan call to HSS: build the request, authenticate it (signed
-//! anew on every attempt), send it, and classify the answer as a [`ScanOutcome`].
+//! One call to HSS per batch, to the configured API (batch-scan or
+//! scan-tasks): build the request, authenticate it (signed anew on every
+//! attempt), send it, and classify the answer as a [`ScanOutcome`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
-use serde::Serialize;
-
+use super::api::HssApi;
+use super::batch_scan::batch_scan_body;
 use super::credentials::{CallCredentials, CredentialProvider, SystemClock, WallClock};
+use super::scan_tasks::{ScanScope, scan_tasks_body};
 use super::signer::{self, SDK_DATE_HEADER, SECURITY_TOKEN_HEADER, SignableRequest};
 use super::{HssError, ScanOutcome, ScanSender};
 use crate::config::{HssAuthKind, HssSettings};
-use crate::domain::{ImageType, Partition};
+use crate::domain::Partition;
 use crate::store::BatchImage;
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 
 const CONTENT_TYPE_JSON: &str = "application/json";
 const PROJECT_ID_HEADER: &str = "X-Project-Id";
@@ -35,8 +37,11 @@ const ANSWER_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct HssClient {
     http: reqwest::Client,
-    /// `{endpoint}/v5/{project_id}/image/batch-scan`, without query.
-    batch_scan_url: Url,
+    api: HssApi,
+    /// Only scan-tasks sends it.
+    scan_scope: ScanScope,
+    /// `{endpoint}/v5/{project_id}/{api path}`, without query.
+    url: Url,
     /// The `Host` header, set explicitly because it is signed.
     host: String,
     project_id: String,
@@ -64,24 +69,26 @@ impl HssClient {
             value: endpoint.clone(),
             reason: reason.to_string(),
         };
-        let mut batch_scan_url = Url::parse(&endpoint).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(batch_scan_url.scheme(), "http" | "https") {
+        let mut url = Url::parse(&endpoint).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("needs an http:// or https:// URL"));
         }
-        if batch_scan_url.query().is_some() || batch_scan_url.fragment().is_some() {
+        if url.query().is_some() || url.fragment().is_some() {
             return Err(invalid("must not carry a query or fragment"));
         }
-        let host = match (batch_scan_url.host_str(), batch_scan_url.port()) {
+        let host = match (url.host_str(), url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_string(),
             (None, _) => return Err(invalid("has no host")),
         };
+        let api = settings.api;
         let path = format!(
-            "{}/v5/{}/image/batch-scan",
-            batch_scan_url.path().trim_end_matches('/'),
-            signer::encode_component(&settings.project_id)
+            "{}/v5/{}/{}",
+            url.path().trim_end_matches('/'),
+            signer::encode_component(&settings.project_id),
+            api.path()
         );
-        batch_scan_url.set_path(&path);
+        url.set_path(&path);
 
         let timeout = settings.request_timeout();
         // rustls with the webpki roots verifies certificates; nothing here
@@ -94,7 +101,9 @@ impl HssClient {
         let credentials = CredentialProvider::from_settings(settings, http.clone(), clock.clone())?;
         Ok(HssClient {
             http,
-            batch_scan_url,
+            api,
+            scan_scope: settings.scan_scope(),
+            url,
             host,
             project_id: settings.project_id.clone(),
             region: settings.region.clone(),
@@ -105,9 +114,36 @@ impl HssClient {
         })
     }
 
-    /// Where batch-scan requests go (before `?enterprise_project_id=`).
-    pub fn batch_scan_url(&self) -> &Url {
-        &self.batch_scan_url
+    /// Where requests go (before their query).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The JSON body of `images` for this client's API.
+    pub fn request_body(
+        &self,
+        partition: &Partition,
+        images: &[BatchImage],
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        match self.api {
+            HssApi::BatchScan => batch_scan_body(partition, images),
+            HssApi::ScanTasks => scan_tasks_body(partition, images, &self.scan_scope),
+        }
+    }
+
+    /// The query of a request for `partition`: the API's fixed parameters,
+    /// then `enterprise_project_id` when the partition has one.
+    fn query(&self, partition: &Partition) -> Vec<(String, String)> {
+        let fixed = self
+            .api
+            .fixed_query()
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()));
+        let enterprise_project = partition
+            .enterprise_project_id
+            .iter()
+            .map(|id| (ENTERPRISE_PROJECT_QUERY.to_string(), id.clone()));
+        fixed.chain(enterprise_project).collect()
     }
 
     /// One HTTP call. The flag says whether HSS answered 401, which may be
@@ -139,22 +175,19 @@ impl HssClient {
                 };
                 tracing::warn!(
                     partition = %partition.key(),
+                    api = self.api.as_str(),
                     images,
                     auth,
                     outcome = outcome_name(&outcome),
                     reason = %error,
-                    "HSS batch-scan not sent: credentials unavailable"
+                    "HSS call not sent: credentials unavailable"
                 );
                 return (outcome, false);
             }
         };
 
-        let query: Vec<(String, String)> = partition
-            .enterprise_project_id
-            .iter()
-            .map(|id| (ENTERPRISE_PROJECT_QUERY.to_string(), id.clone()))
-            .collect();
-        let mut url = self.batch_scan_url.clone();
+        let query = self.query(partition);
+        let mut url = self.url.clone();
         let query_string = signer::canonical_query(&query);
         if !query_string.is_empty() {
             url.set_query(Some(&query_string));
@@ -171,10 +204,11 @@ impl HssClient {
                 };
                 tracing::warn!(
                     partition = %partition.key(),
+                    api = self.api.as_str(),
                     images,
                     auth,
                     outcome = outcome_name(&outcome),
-                    "HSS batch-scan not sent: request could not be built"
+                    "HSS call not sent: request could not be built"
                 );
                 return (outcome, false);
             }
@@ -222,7 +256,7 @@ impl HssClient {
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        log_call(partition, images, auth, &outcome, duration_ms);
+        log_call(self.api, partition, images, auth, &outcome, duration_ms);
         (outcome, unauthorized)
     }
 
@@ -248,7 +282,7 @@ impl HssClient {
                 }
                 let request = SignableRequest {
                     method: "POST",
-                    path: self.batch_scan_url.path(),
+                    path: self.url.path(),
                     query,
                     headers: &headers,
                     body,
@@ -280,14 +314,18 @@ impl HssClient {
 
 #[async_trait::async_trait]
 impl ScanSender for HssClient {
+    fn api(&self) -> HssApi {
+        self.api
+    }
+
     async fn batch_scan(&self, partition: &Partition, images: &[BatchImage]) -> ScanOutcome {
-        let body = match batch_scan_body(partition, images) {
+        let body = match self.request_body(partition, images) {
             Ok(body) => body,
             Err(error) => {
                 return ScanOutcome::Permanent {
                     status: None,
                     error_code: None,
-                    error_msg: format!("cannot encode the batch-scan body: {error}"),
+                    error_msg: format!("cannot encode the {} body: {error}", self.api),
                     request_id: None,
                 };
             }
@@ -304,46 +342,6 @@ impl ScanSender for HssClient {
         }
         outcome
     }
-}
-
-#[derive(Serialize)]
-struct BatchScanBody<'a> {
-    image_type: &'a str,
-    image_info_list: Vec<ImageInfo<'a>>,
-}
-
-#[derive(Serialize)]
-struct ImageInfo<'a> {
-    namespace: &'a str,
-    image_name: &'a str,
-    image_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_url: Option<&'a str>,
-}
-
-/// The JSON body of one batch-scan request, fields in the order the SDK
-/// writes them. Instance fields appear only for `instance_image`.
-pub fn batch_scan_body(
-    partition: &Partition,
-    images: &[BatchImage],
-) -> Result<Vec<u8>, serde_json::Error> {
-    let is_instance = partition.image_type == ImageType::InstanceImage;
-    let body = BatchScanBody {
-        image_type: partition.image_type.as_str(),
-        image_info_list: images
-            .iter()
-            .map(|item| ImageInfo {
-                namespace: &item.image.namespace,
-                image_name: &item.image.name,
-                image_version: &item.image.tag,
-                instance_id: partition.instance_id.as_deref().filter(|_| is_instance),
-                instance_url: item.instance_url.as_deref().filter(|_| is_instance),
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&body)
 }
 
 /// At most `limit` bytes of `response`'s body. The rest is left unread: the
@@ -476,6 +474,7 @@ fn outcome_name(outcome: &ScanOutcome) -> &'static str {
 }
 
 fn log_call(
+    api: HssApi,
     partition: &Partition,
     images: usize,
     auth: &str,
@@ -483,17 +482,19 @@ fn log_call(
     duration_ms: u64,
 ) {
     let partition = partition.key();
+    let api = api.as_str();
     let outcome_kind = outcome_name(outcome);
     match outcome {
         ScanOutcome::Accepted { status, request_id } => tracing::info!(
             %partition,
+            api,
             images,
             auth,
             status,
             hss_request_id = request_id.as_deref(),
             duration_ms,
             outcome = outcome_kind,
-            "HSS batch-scan call"
+            "HSS call"
         ),
         ScanOutcome::Retryable {
             status,
@@ -502,6 +503,7 @@ fn log_call(
             request_id,
         } => tracing::warn!(
             %partition,
+            api,
             images,
             auth,
             status,
@@ -510,7 +512,7 @@ fn log_call(
             outcome = outcome_kind,
             retry_after_s = retry_after.map(|d| d.as_secs()),
             %reason,
-            "HSS batch-scan call"
+            "HSS call"
         ),
         ScanOutcome::Permanent {
             status,
@@ -519,6 +521,7 @@ fn log_call(
             request_id,
         } => tracing::warn!(
             %partition,
+            api,
             images,
             auth,
             status,
@@ -527,7 +530,7 @@ fn log_call(
             outcome = outcome_kind,
             error_code = error_code.as_deref(),
             %error_msg,
-            "HSS batch-scan call"
+            "HSS call"
         ),
     }
 }
@@ -535,7 +538,7 @@ fn log_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ImageRef;
+    use crate::domain::{ImageRef, ImageType};
     use crate::hss::credentials::{AccessKey, ManualClock};
     use crate::secret::Secret;
 
@@ -551,34 +554,8 @@ mod tests {
         BatchImage {
             image: ImageRef::new(namespace, name, tag),
             instance_url: url.map(str::to_string),
+            digest: None,
         }
-    }
-
-    #[test]
-    fn body_matches_the_sdk_bytes_of_the_vectors() {
-        let private = batch_scan_body(
-            &partition(ImageType::PrivateImage),
-            &[image("test", "openjdk", "v8.8", Some("ignored.example"))],
-        )
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(private).unwrap(),
-            r#"{"image_type":"private_image","image_info_list":[{"namespace":"test","image_name":"openjdk","image_version":"v8.8"}]}"#
-        );
-        let instance = batch_scan_body(
-            &partition(ImageType::InstanceImage),
-            &[image(
-                "team-a",
-                "svc/api",
-                "1.2.3",
-                Some("ee-demo.swr.cn-north-4.myhuaweicloud.com"),
-            )],
-        )
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(instance).unwrap(),
-            r#"{"image_type":"instance_image","image_info_list":[{"namespace":"team-a","image_name":"svc/api","image_version":"1.2.3","instance_id":"4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6","instance_url":"ee-demo.swr.cn-north-4.myhuaweicloud.com"}]}"#
-        );
     }
 
     fn vector_client(region: &str, extra: &str) -> HssClient {
@@ -606,7 +583,7 @@ mod tests {
     fn client_headers_reproduce_the_sdk_vectors() {
         let client = vector_client("cn-north-4", "");
         assert_eq!(
-            client.batch_scan_url().as_str(),
+            client.url().as_str(),
             "https://hss.cn-north-4.myhuaweicloud.com/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
         );
         let body = batch_scan_body(
@@ -652,7 +629,7 @@ mod tests {
         );
         assert_eq!(client.host, "127.0.0.1:8443");
         assert_eq!(
-            client.batch_scan_url().as_str(),
+            client.url().as_str(),
             "http://127.0.0.1:8443/hss-proxy/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
         );
         let eu = vector_client("eu-west-101", "");

@@ -1,16 +1,23 @@
-//! The only component that talks to HSS: `POST /v5/{project_id}/image/batch-scan`.
+//! The only component that talks to HSS: `POST /v5/{project_id}/image/batch-scan`,
+//! or its successor `POST /v5/{project_id}/image/image-scan/tasks` (`hss.api`).
 //!
+//! - [`api`]: which of the two APIs carries the batches.
+//! - [`batch_scan`], [`scan_tasks`]: the request body of each API.
 //! - [`signer`]: SDK-HMAC-SHA256, byte for byte as the official SDKs sign.
 //! - [`credentials`]: what authenticates a call: static AK/SK, temporary AK/SK
 //!   from the ECS/CCE metadata service, or an IAM token; cached and renewed.
-//! - [`client`]: builds, signs, sends and classifies one batch-scan call.
+//! - [`client`]: builds, signs, sends and classifies one call per batch.
 
 use std::time::Duration;
 
+pub mod api;
+pub mod batch_scan;
 pub mod client;
 pub mod credentials;
+pub mod scan_tasks;
 pub mod signer;
 
+pub use api::HssApi;
 pub use client::HssClient;
 
 use serde::Serialize;
@@ -33,7 +40,7 @@ pub enum HssError {
     HttpClient(String),
 }
 
-/// How one batch-scan call ended, as the batcher needs to know it.
+/// How one HSS call ended, as the batcher needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum ScanOutcome {
     /// 2xx: HSS took the batch.
@@ -64,6 +71,12 @@ pub enum ScanOutcome {
 /// tests script their own.
 #[async_trait::async_trait]
 pub trait ScanSender: Send + Sync + 'static {
+    /// The HSS API the batches go to (a metrics label). Senders that speak
+    /// only batch-scan keep this default.
+    fn api(&self) -> HssApi {
+        HssApi::BatchScan
+    }
+
     async fn batch_scan(
         &self,
         partition: &crate::domain::Partition,
