@@ -220,6 +220,9 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
                 "INVALID"
             }
         );
+        if let Some(scope) = scan.body["scan_scope"].as_i64() {
+            println!("   scan_scope: {scope:#010x} (the OR of hss.scan_scope's classes)");
+        }
         if scan.problems.is_empty() {
             println!("   body check by the stand-in: valid");
         } else {
