@@ -188,8 +188,7 @@ async fn handle(
     if !source.admit_request() {
         return Err(ApiError::RateLimited(source.name().to_string()));
     }
-    let now_ms = state.clock.now_ms();
-    let now_s = now_ms.div_euclid(1000);
+    let now_s = state.clock.now_ms().div_euclid(1000);
     let verified_without_body = source
         .verifier
         .verify_before_body(request.headers(), now_s)?;
@@ -229,6 +228,8 @@ async fn handle(
             source: source.name().to_string(),
             id,
         });
+    // Read anew: the body may have taken a while to arrive.
+    let now_ms = state.clock.now_ms();
     let counts = store_targets(source, state, delivery.as_ref(), &targets, now_ms).await?;
     if counts.accepted > 0 {
         state.wake_batcher.wake();
