@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use swr_scan_bridge::config::raw::RawVerify;
 use swr_scan_bridge::config::{PayloadFormat, VerifyScheme, VerifySettings};
 use swr_scan_bridge::domain::{ImageRef, ImageType, Partition};
-use swr_scan_bridge::hss::client::batch_scan_body;
+use swr_scan_bridge::hss::batch_scan::batch_scan_body;
 use swr_scan_bridge::hss::signer::{self, SignableRequest};
 use swr_scan_bridge::intake::formats;
 use swr_scan_bridge::intake::verify::{Verifier, sign_headers};
@@ -124,10 +124,11 @@ fn verification(c: &mut Criterion) {
 fn parsing(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     for (name, format, body) in FIXTURES {
-        formats::parse(*format, body).expect("the fixture parses");
+        let headers = HeaderMap::new();
+        formats::parse(*format, &headers, body).expect("the fixture parses");
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(*name, |b| {
-            b.iter(|| formats::parse(black_box(*format), black_box(body)))
+            b.iter(|| formats::parse(black_box(*format), &headers, black_box(body)))
         });
     }
     group.finish();
@@ -143,6 +144,7 @@ fn hundred_images() -> (Partition, Vec<BatchImage>) {
         .map(|i| BatchImage {
             image: ImageRef::new("team-a", "payments/api", format!("v1.{i}.0")),
             instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
+            digest: None,
         })
         .collect();
     (partition, images)

@@ -144,4 +144,7 @@ pub struct ScanTarget {
 pub struct BatchImage {
     pub image: ImageRef,
     pub instance_url: Option<String>,
+    /// The manifest digest, when the push (or its resolution) named one;
+    /// scan-tasks sends it as `image_digest`.
+    pub digest: Option<String>,
 }

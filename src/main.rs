@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use swr_scan_bridge::config::{CONFIG_PATH_ENV, ConfigError, RawSettings, Settings};
+use swr_scan_bridge::hss::HssApi;
 use swr_scan_bridge::startup::{Application, StartupError};
 use swr_scan_bridge::{commands, telemetry};
 
@@ -47,7 +48,11 @@ enum Command {
         body: Option<PathBuf>,
     },
     /// Run the whole flow locally: embedded store, stand-in HSS, sample pushes.
-    Demo,
+    Demo {
+        /// The HSS API the bridge sends batches to: batch-scan or scan-tasks.
+        #[arg(long, value_name = "API", default_value = "batch-scan")]
+        api: HssApi,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,8 +83,8 @@ fn main() -> ExitCode {
             Ok(settings) => commands::sign::print(&settings, &source, body.as_deref()),
             Err(code) => code,
         },
-        Command::Demo => {
-            run_async(async { commands::demo::run().await.map_err(|e| e.to_string()) })
+        Command::Demo { api } => {
+            run_async(async { commands::demo::run(api).await.map_err(|e| e.to_string()) })
         }
     }
 }

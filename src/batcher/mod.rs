@@ -276,10 +276,14 @@ impl Batcher {
             }
         };
         let class = status_class(status);
-        self.metrics.hss_requests.with_label_values(&[class]).inc();
+        let api = self.sender.api().as_str();
+        self.metrics
+            .hss_requests
+            .with_label_values(&[api, class])
+            .inc();
         self.metrics
             .hss_request_seconds
-            .with_label_values(&[class])
+            .with_label_values(&[api, class])
             .observe(elapsed.as_secs_f64());
 
         let settled = match &outcome {

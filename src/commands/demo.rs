@@ -1,6 +1,7 @@
 //! `demo`: the whole flow on one machine with no cloud account. An embedded
-//! store in a temp dir, a stand-in HSS that checks signatures, the sample
-//! pushes of every supported format; prints the batch-scan requests made.
+//! store in a temp dir, a stand-in HSS that checks signatures and bodies, the
+//! sample pushes of every supported format; prints the HSS requests made, to
+//! batch-scan or (`--api scan-tasks`) to its successor.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 
 use super::demo_hss::StandInHss;
 use crate::config::Settings;
+use crate::hss::HssApi;
 use crate::intake::verify::sign_headers;
 use crate::startup::Application;
 
@@ -65,9 +67,23 @@ pub enum DemoError {
     Request(#[from] reqwest::Error),
     #[error("the bridge did not send everything to the stand-in HSS within {0:?}")]
     Timeout(Duration),
+    #[error("the stand-in HSS refused a request: {0}")]
+    Refused(String),
 }
 
-fn config(endpoint: &str, store_url: &str) -> String {
+/// The `[hss]` lines that choose the API; scan-tasks narrows the scope to show
+/// how classes combine into `scan_scope`.
+fn api_settings(api: HssApi) -> String {
+    match api {
+        HssApi::BatchScan => format!("api = \"{api}\""),
+        HssApi::ScanTasks => {
+            format!("api = \"{api}\"\nscan_scope = [\"vulnerability\", \"malware\"]")
+        }
+    }
+}
+
+fn config(endpoint: &str, store_url: &str, api: HssApi) -> String {
+    let api_settings = api_settings(api);
     format!(
         r#"
 [server]
@@ -88,6 +104,7 @@ enterprise_project_id = "0"
 auth = "aksk"
 ak = "{AK}"
 sk = "{SK}"
+{api_settings}
 [[sources]]
 name = "swr-ee"
 format = "harbor"
@@ -116,13 +133,13 @@ level = "warn"
     )
 }
 
-pub async fn run() -> Result<(), DemoError> {
+pub async fn run(api: HssApi) -> Result<(), DemoError> {
     let setup = |e: &dyn std::fmt::Display| DemoError::Setup(e.to_string());
     let data = tempfile::tempdir().map_err(|e| setup(&e))?;
     let store_url = format!("sqlite://{}/bridge.db", data.path().display());
     let hss = StandInHss::start(AK, SK).map_err(|e| setup(&e))?;
     let settings =
-        Settings::from_toml(&config(&hss.endpoint, &store_url)).map_err(|e| setup(&e))?;
+        Settings::from_toml(&config(&hss.endpoint, &store_url, api)).map_err(|e| setup(&e))?;
     crate::telemetry::init(&settings.log);
     let app = Application::build(settings.clone())
         .await
@@ -137,6 +154,7 @@ pub async fn run() -> Result<(), DemoError> {
         data.path().display()
     );
     println!("  stand-in HSS:    {}", hss.endpoint);
+    println!("  HSS API:         {api}");
     println!("  batch window:    {} ms\n", settings.batch.window.get());
     println!("1. Sample pushes (POST /webhooks/{{source}}):");
     let client = reqwest::Client::new();
@@ -179,10 +197,7 @@ pub async fn run() -> Result<(), DemoError> {
     }
 
     let received = hss.received();
-    println!(
-        "\n3. Batch-scan requests the bridge made ({}):",
-        received.len()
-    );
+    println!("\n3. {api} requests the bridge made ({}):", received.len());
     for (index, scan) in received.iter().enumerate() {
         println!("\n   --- request {} ---", index + 1);
         println!("   {} {}", scan.method, scan.uri);
@@ -205,6 +220,17 @@ pub async fn run() -> Result<(), DemoError> {
                 "INVALID"
             }
         );
+        if let Some(scope) = scan.body["scan_scope"].as_i64() {
+            println!("   scan_scope: {scope:#010x} (the OR of hss.scan_scope's classes)");
+        }
+        if scan.problems.is_empty() {
+            println!("   body check by the stand-in: valid");
+        } else {
+            println!(
+                "   body check by the stand-in: REFUSED: {}",
+                scan.problems.join("; ")
+            );
+        }
         let pretty = serde_json::to_string_pretty(&scan.body).unwrap_or_default();
         for line in pretty.lines() {
             println!("   {line}");
@@ -215,9 +241,24 @@ pub async fn run() -> Result<(), DemoError> {
     let _ = server.await;
     hss.stop().await;
     if received.iter().any(|scan| !scan.signature_valid) {
-        return Err(DemoError::Setup(
+        return Err(DemoError::Refused(
             "a request carried an invalid signature".into(),
         ));
+    }
+    if let Some(scan) = received
+        .iter()
+        .find(|scan| scan.api != api || !scan.problems.is_empty())
+    {
+        return Err(DemoError::Refused(format!(
+            "{} {}: {}",
+            scan.method,
+            scan.uri,
+            if scan.api != api {
+                format!("sent to {} instead of {api}", scan.api)
+            } else {
+                scan.problems.join("; ")
+            }
+        )));
     }
     println!("\nDone: every acknowledged image reached the stand-in HSS.");
     Ok(())

@@ -1,24 +1,32 @@
-//! The demo's stand-in for HSS: a local HTTP server that checks each
-//! batch-scan request's SDK-HMAC-SHA256 signature and records what it got.
+//! The demo's stand-in for HSS: a local HTTP server that serves both scan
+//! APIs, checks each request's SDK-HMAC-SHA256 signature, query and body the
+//! way HSS would, and records what it got.
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use crate::hss::HssApi;
 use crate::hss::signer::{SignableRequest, authorization};
 use crate::secret::Secret;
+
+/// Every class bit `scan_scope` may carry (`all`).
+const SCAN_SCOPE_ALL: i64 = 0x7fff_ffff;
 
 /// One request the stand-in received.
 #[derive(Debug, Clone)]
 pub struct ReceivedScan {
+    pub api: HssApi,
     pub method: String,
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: Value,
     pub signature_valid: bool,
+    /// What HSS would refuse in the query or body; empty when it would take it.
+    pub problems: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -46,10 +54,24 @@ impl StandInHss {
             Arc::clone(&received),
         ));
         let server = HttpServer::new(move || {
-            App::new().app_data(state.clone()).route(
-                "/v5/{project_id}/image/batch-scan",
-                web::post().to(batch_scan),
-            )
+            App::new()
+                .app_data(state.clone())
+                .route(
+                    "/v5/{project_id}/image/batch-scan",
+                    web::post().to(
+                        |request: HttpRequest, body: web::Bytes, state: web::Data<State>| {
+                            scan(HssApi::BatchScan, request, body, state)
+                        },
+                    ),
+                )
+                .route(
+                    "/v5/{project_id}/image/image-scan/tasks",
+                    web::post().to(
+                        |request: HttpRequest, body: web::Bytes, state: web::Data<State>| {
+                            scan(HssApi::ScanTasks, request, body, state)
+                        },
+                    ),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -75,7 +97,8 @@ impl StandInHss {
 
 type State = (Credentials, Arc<Mutex<Vec<ReceivedScan>>>);
 
-async fn batch_scan(
+async fn scan(
+    api: HssApi,
     request: HttpRequest,
     body: web::Bytes,
     state: web::Data<State>,
@@ -91,29 +114,48 @@ async fn batch_scan(
             )
         })
         .collect();
-    let signature_valid = verify(credentials, &request, &headers, &body);
+    let query: Vec<(String, String)> =
+        web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
+    let signature_valid = verify(credentials, &request, &query, &headers, &body);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let problems = match api {
+        HssApi::BatchScan => check_batch_scan(&parsed),
+        HssApi::ScanTasks => check_scan_tasks(&query, &parsed),
+    };
+    let answer = if !signature_valid {
+        HttpResponse::Unauthorized()
+            .json(json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}))
+    } else if !problems.is_empty() {
+        HttpResponse::BadRequest()
+            .json(json!({"error_code": "HSS.0001", "error_msg": problems.join("; ")}))
+    } else {
+        match api {
+            HssApi::BatchScan => HttpResponse::Ok().json(json!({})),
+            // CreateManualImageScanTask answers with no body.
+            HssApi::ScanTasks => HttpResponse::Ok().finish(),
+        }
+    };
     if let Ok(mut list) = received.lock() {
         list.push(ReceivedScan {
+            api,
             method: request.method().to_string(),
             uri: request.uri().to_string(),
             headers,
             body: parsed,
             signature_valid,
+            problems,
         });
     }
-    if signature_valid {
-        HttpResponse::Ok().json(json!({}))
-    } else {
-        HttpResponse::Unauthorized()
-            .json(json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}))
-    }
+    answer
 }
 
 /// Re-signs the request as received, using exactly the headers it claims to sign.
 fn verify(
     credentials: &Credentials,
     request: &HttpRequest,
+    query: &[(String, String)],
     headers: &[(String, String)],
     body: &[u8],
 ) -> bool {
@@ -130,17 +172,13 @@ fn verify(
         .split(';')
         .filter_map(|name| header(headers, name).map(|value| (name.to_string(), value)))
         .collect();
-    let query: Vec<(String, String)> =
-        web::Query::<Vec<(String, String)>>::from_query(request.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
     let expected = authorization(
         &credentials.ak,
         &credentials.sk,
         &SignableRequest {
             method: request.method().as_str(),
             path: request.path(),
-            query: &query,
+            query,
             headers: &signed,
             body,
         },
@@ -153,4 +191,333 @@ fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.clone())
+}
+
+/// The `BatchScanSwrImage` body rules: a known `image_type`, a non-empty
+/// `image_info_list` of named images, instance fields exactly for instance images.
+fn check_batch_scan(body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(object) = body.as_object() else {
+        return vec!["body is not a JSON object".into()];
+    };
+    unknown_keys(
+        object,
+        &["image_type", "image_info_list"],
+        "body",
+        &mut problems,
+    );
+    let image_type = object.get("image_type").and_then(Value::as_str);
+    let is_instance = match image_type {
+        Some("private_image" | "shared_image") => false,
+        Some("instance_image") => true,
+        _ => {
+            problems
+                .push("image_type must be private_image, shared_image or instance_image".into());
+            false
+        }
+    };
+    let items = images(object, "image_info_list", &mut problems);
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("image_info_list[{index}]");
+        let Some(item) = item.as_object() else {
+            problems.push(format!("{at} is not an object"));
+            continue;
+        };
+        unknown_keys(
+            item,
+            &[
+                "namespace",
+                "image_name",
+                "image_version",
+                "instance_id",
+                "instance_url",
+            ],
+            &at,
+            &mut problems,
+        );
+        named_image(item, &at, &mut problems);
+        instance_fields(item, is_instance, &at, &mut problems);
+    }
+    problems
+}
+
+/// The `CreateManualImageScanTask` rules: `global_image_type=registry`, a
+/// scope of known class bits, `rate_limit` 0..=1000, `is_all` false with a
+/// non-empty `image_info` of named SWR images, instance fields exactly for
+/// `SwrEnterprise`, digests as `sha256:` hex.
+fn check_scan_tasks(query: &[(String, String)], body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let image_types: Vec<&str> = query
+        .iter()
+        .filter(|(key, _)| key == "global_image_type")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if image_types != ["registry"] {
+        problems.push(format!(
+            "query must carry global_image_type=registry once, got {image_types:?}"
+        ));
+    }
+    let Some(object) = body.as_object() else {
+        problems.push("body is not a JSON object".into());
+        return problems;
+    };
+    unknown_keys(
+        object,
+        &[
+            "scan_scope",
+            "rate_limit",
+            "is_all",
+            "query_info",
+            "image_info",
+        ],
+        "body",
+        &mut problems,
+    );
+    match object.get("scan_scope").and_then(Value::as_i64) {
+        Some(scope) if scope > 0 && scope & !SCAN_SCOPE_ALL == 0 => {}
+        other => problems.push(format!(
+            "scan_scope must be a non-zero OR of risk-class bits, got {other:?}"
+        )),
+    }
+    if !object
+        .get("rate_limit")
+        .and_then(Value::as_i64)
+        .is_some_and(|limit| (0..=1000).contains(&limit))
+    {
+        problems.push("rate_limit must be an integer from 0 to 1000".into());
+    }
+    if object.get("is_all") != Some(&Value::Bool(false)) {
+        problems.push("is_all must be false: only the listed images are to be scanned".into());
+    }
+    let items = images(object, "image_info", &mut problems);
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("image_info[{index}]");
+        let Some(item) = item.as_object() else {
+            problems.push(format!("{at} is not an object"));
+            continue;
+        };
+        unknown_keys(
+            item,
+            &[
+                "namespace",
+                "image_name",
+                "image_version",
+                "registry_type",
+                "image_digest",
+                "instance_id",
+                "instance_url",
+            ],
+            &at,
+            &mut problems,
+        );
+        named_image(item, &at, &mut problems);
+        let is_instance = match item.get("registry_type").and_then(Value::as_str) {
+            Some("SwrPrivate" | "SwrShared") => false,
+            Some("SwrEnterprise") => true,
+            other => {
+                problems.push(format!(
+                    "{at}.registry_type must be SwrPrivate, SwrShared or SwrEnterprise, got {other:?}"
+                ));
+                false
+            }
+        };
+        instance_fields(item, is_instance, &at, &mut problems);
+        if let Some(digest) = item.get("image_digest") {
+            let valid = digest
+                .as_str()
+                .and_then(|d| d.strip_prefix("sha256:"))
+                .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !valid {
+                problems.push(format!("{at}.image_digest must be sha256:<64 hex digits>"));
+            }
+        }
+    }
+    problems
+}
+
+fn images<'b>(
+    object: &'b Map<String, Value>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> &'b [Value] {
+    match object.get(key).and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => items,
+        _ => {
+            problems.push(format!("{key} must be a non-empty array"));
+            &[]
+        }
+    }
+}
+
+fn unknown_keys(object: &Map<String, Value>, known: &[&str], at: &str, problems: &mut Vec<String>) {
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            problems.push(format!("{at} has an unknown field {key:?}"));
+        }
+    }
+}
+
+fn named_image(item: &Map<String, Value>, at: &str, problems: &mut Vec<String>) {
+    for key in ["namespace", "image_name", "image_version"] {
+        let named = item
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|value| !value.is_empty());
+        if !named {
+            problems.push(format!("{at}.{key} must be a non-empty string"));
+        }
+    }
+}
+
+fn instance_fields(
+    item: &Map<String, Value>,
+    is_instance: bool,
+    at: &str,
+    problems: &mut Vec<String>,
+) {
+    let has_id = item
+        .get("instance_id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| !id.is_empty());
+    if is_instance && !has_id {
+        problems.push(format!(
+            "{at}.instance_id is required for enterprise images"
+        ));
+    }
+    for key in ["instance_id", "instance_url"] {
+        if !is_instance && item.contains_key(key) {
+            problems.push(format!("{at}.{key} is only for enterprise images"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn registry_query() -> Vec<(String, String)> {
+        vec![("global_image_type".into(), "registry".into())]
+    }
+
+    fn enterprise_item() -> Value {
+        json!({
+            "namespace": "team-a", "image_name": "svc/api", "image_version": "1.2.3",
+            "registry_type": "SwrEnterprise", "image_digest": DIGEST,
+            "instance_id": "4a6b2f0e", "instance_url": "ee-demo.example"
+        })
+    }
+
+    fn tasks(item: Value) -> Value {
+        json!({"scan_scope": 0x000f_0f00, "rate_limit": 0, "is_all": false, "image_info": [item]})
+    }
+
+    #[test]
+    fn a_well_formed_scan_task_passes() {
+        assert_eq!(
+            check_scan_tasks(&registry_query(), &tasks(enterprise_item())),
+            Vec::<String>::new()
+        );
+        let private = json!({"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrPrivate"});
+        assert!(check_scan_tasks(&registry_query(), &tasks(private)).is_empty());
+    }
+
+    #[test]
+    fn each_broken_rule_of_a_scan_task_is_named() {
+        type Query = Vec<(String, String)>;
+        let cases: Vec<(Query, Value, &str)> = vec![
+            (
+                vec![],
+                tasks(enterprise_item()),
+                "global_image_type=registry",
+            ),
+            (
+                registry_query(),
+                json!({"scan_scope": 0, "rate_limit": 0, "is_all": false, "image_info": [enterprise_item()]}),
+                "scan_scope",
+            ),
+            (
+                registry_query(),
+                json!({"scan_scope": 0x1_0000_0000_i64, "rate_limit": 0, "is_all": false, "image_info": [enterprise_item()]}),
+                "scan_scope",
+            ),
+            (
+                registry_query(),
+                json!({"scan_scope": 1, "rate_limit": 1001, "is_all": false, "image_info": [enterprise_item()]}),
+                "rate_limit",
+            ),
+            (
+                registry_query(),
+                json!({"scan_scope": 1, "rate_limit": 0, "is_all": true, "image_info": [enterprise_item()]}),
+                "is_all",
+            ),
+            (
+                registry_query(),
+                json!({"scan_scope": 1, "rate_limit": 0, "is_all": false, "image_info": []}),
+                "image_info must be",
+            ),
+            (
+                registry_query(),
+                tasks(
+                    json!({"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "Harbor"}),
+                ),
+                "registry_type",
+            ),
+            (
+                registry_query(),
+                tasks(
+                    json!({"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrShared", "instance_id": "x"}),
+                ),
+                "only for enterprise",
+            ),
+            (
+                registry_query(),
+                tasks(
+                    json!({"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrEnterprise"}),
+                ),
+                "instance_id is required",
+            ),
+            (
+                registry_query(),
+                tasks(
+                    json!({"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrPrivate", "image_digest": "latest"}),
+                ),
+                "image_digest",
+            ),
+            (
+                registry_query(),
+                tasks(
+                    json!({"namespace": "a", "image_name": "", "image_version": "c", "registry_type": "SwrPrivate"}),
+                ),
+                "image_name",
+            ),
+            (
+                registry_query(),
+                tasks(
+                    json!({"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrPrivate", "tag": "c"}),
+                ),
+                "unknown field",
+            ),
+        ];
+        for (query, body, expected) in cases {
+            let problems = check_scan_tasks(&query, &body);
+            assert!(
+                problems.iter().any(|problem| problem.contains(expected)),
+                "{expected:?} not in {problems:?} for {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_scan_bodies_are_checked_too() {
+        let good = json!({"image_type": "instance_image", "image_info_list": [
+            {"namespace": "a", "image_name": "b", "image_version": "c", "instance_id": "i"}]});
+        assert!(check_batch_scan(&good).is_empty());
+        let scan_tasks_shape = tasks(enterprise_item());
+        assert!(!check_batch_scan(&scan_tasks_shape).is_empty());
+        let private_with_instance = json!({"image_type": "private_image", "image_info_list": [
+            {"namespace": "a", "image_name": "b", "image_version": "c", "instance_id": "i"}]});
+        assert!(!check_batch_scan(&private_with_instance).is_empty());
+    }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use super::endpoint::{ApiEndpoint, regional_endpoint};
 use super::error::ConfigError;
 use super::raw::{HssAuthKind, RawHss};
+use crate::hss::HssApi;
+use crate::hss::scan_tasks::ScanScope;
 use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -20,6 +22,10 @@ pub struct HssSettings {
     pub auth: HssAuth,
     /// Positive.
     pub request_timeout: Duration,
+    /// Which HSS API carries the batches.
+    pub api: HssApi,
+    /// What scan-tasks asks HSS to scan for (never empty).
+    pub scan_scope: ScanScope,
 }
 
 /// How HSS calls authenticate (`hss.auth`), with the settings of that way only.
@@ -79,6 +85,8 @@ impl HssSettings {
             send_region_header: raw.send_region_header,
             auth: HssAuth::parse(raw)?,
             request_timeout: Duration::from_millis(raw.request_timeout_ms),
+            api: raw.api,
+            scan_scope: raw.scan_scope.clone(),
         })
     }
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use crate::domain::ImageType;
+use crate::hss::HssApi;
+use crate::hss::scan_tasks::ScanScope;
 use crate::secret::Secret;
 
 /// Prefix of environment overrides: `SWR_SCAN_BRIDGE__BATCH__WINDOW_MS=500`.
@@ -155,6 +157,13 @@ pub struct RawHss {
     pub metadata_url: String,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// `batch-scan` (default) or `scan-tasks`, HSS's successor API.
+    #[serde(default)]
+    pub api: HssApi,
+    /// Risk classes scan-tasks asks for; default `["all"]`. Batch-scan always
+    /// scans for everything and ignores it.
+    #[serde(default)]
+    pub scan_scope: ScanScope,
 }
 
 /// `[swr]`: the SWR API, with the `[hss]` credentials.

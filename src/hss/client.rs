@@ -1,29 +1,28 @@
-//! One batch-scan call to HSS: build the request, authenticate it (signed
-//! anew on every attempt), send it, and classify the answer as a [`ScanOutcome`].
+//! One call to HSS per batch, to the configured API (batch-scan or
+//! scan-tasks): build the request, authenticate it (signed anew on every
+//! attempt), send it, and classify the answer as a [`ScanOutcome`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
-use serde::Serialize;
-
-use super::credentials::{CallCredentials, CredentialProvider, SystemClock, WallClock};
+use super::api::HssApi;
+use super::auth_headers::{self, ApiCall, PROJECT_ID_HEADER, REQUEST_ID_HEADER};
+use super::batch_scan::batch_scan_body;
+use super::credentials::CallCredentials;
+use super::credentials::{CredentialProvider, SystemClock, WallClock};
 use super::errors::{
     HssError, describe_transport_error, error_detail, parse_error_body, parse_retry_after,
 };
+use super::scan_tasks::{ScanScope, scan_tasks_body};
 use super::sender::{ScanOutcome, ScanSender};
-use super::signer::{self, SDK_DATE_HEADER, SECURITY_TOKEN_HEADER, SignableRequest};
+use super::signer;
 use crate::config::HssSettings;
-use crate::domain::{BatchImage, ImageType, Partition};
+use crate::domain::{BatchImage, Partition};
+use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 
 const CONTENT_TYPE_JSON: &str = "application/json";
-const PROJECT_ID_HEADER: &str = "X-Project-Id";
-const AUTH_TOKEN_HEADER: &str = "X-Auth-Token";
 const REGION_HEADER: &str = "region";
-const REQUEST_ID_HEADER: &str = "X-Request-Id";
-/// Lower-case names of the headers that carry credentials.
-const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "x-auth-token", "x-security-token"];
 const ENTERPRISE_PROJECT_QUERY: &str = "enterprise_project_id";
 /// The most of an answer body read: HSS answers are a few hundred bytes, and
 /// whatever answers in its place (a proxy, a captive portal, a broken
@@ -35,8 +34,11 @@ const ANSWER_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct HssClient {
     http: reqwest::Client,
-    /// `{endpoint}/v5/{project_id}/image/batch-scan`, without query.
-    batch_scan_url: Url,
+    api: HssApi,
+    /// Only scan-tasks sends it.
+    scan_scope: ScanScope,
+    /// `{endpoint}/v5/{project_id}/{api path}`, without query.
+    url: Url,
     /// The `Host` header, set explicitly because it is signed.
     host: String,
     project_id: String,
@@ -58,14 +60,16 @@ impl HssClient {
         settings: &HssSettings,
         clock: Arc<dyn WallClock>,
     ) -> Result<HssClient, HssError> {
-        let mut batch_scan_url = settings.endpoint.url().clone();
+        let mut url = settings.endpoint.url().clone();
         let host = settings.endpoint.host().to_string();
+        let api = settings.api;
         let path = format!(
-            "{}/v5/{}/image/batch-scan",
-            batch_scan_url.path().trim_end_matches('/'),
-            signer::encode_component(&settings.project_id)
+            "{}/v5/{}/{}",
+            url.path().trim_end_matches('/'),
+            signer::encode_component(&settings.project_id),
+            api.path()
         );
-        batch_scan_url.set_path(&path);
+        url.set_path(&path);
 
         let timeout = settings.request_timeout;
         // rustls with the webpki roots verifies certificates; nothing here
@@ -78,7 +82,9 @@ impl HssClient {
         let credentials = CredentialProvider::from_settings(settings, http.clone(), clock.clone())?;
         Ok(HssClient {
             http,
-            batch_scan_url,
+            api,
+            scan_scope: settings.scan_scope.clone(),
+            url,
             host,
             project_id: settings.project_id.clone(),
             region: settings.region.clone(),
@@ -89,9 +95,36 @@ impl HssClient {
         })
     }
 
-    /// Where batch-scan requests go (before `?enterprise_project_id=`).
-    pub fn batch_scan_url(&self) -> &Url {
-        &self.batch_scan_url
+    /// Where requests go (before their query).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The JSON body of `images` for this client's API.
+    pub fn request_body(
+        &self,
+        partition: &Partition,
+        images: &[BatchImage],
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        match self.api {
+            HssApi::BatchScan => batch_scan_body(partition, images),
+            HssApi::ScanTasks => scan_tasks_body(partition, images, &self.scan_scope),
+        }
+    }
+
+    /// The query of a request for `partition`: the API's fixed parameters,
+    /// then `enterprise_project_id` when the partition has one.
+    fn query(&self, partition: &Partition) -> Vec<(String, String)> {
+        let fixed = self
+            .api
+            .fixed_query()
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()));
+        let enterprise_project = partition
+            .enterprise_project_id
+            .iter()
+            .map(|id| (ENTERPRISE_PROJECT_QUERY.to_string(), id.clone()));
+        fixed.chain(enterprise_project).collect()
     }
 
     /// One HTTP call. The flag says whether HSS answered 401, which may be
@@ -123,22 +156,19 @@ impl HssClient {
                 };
                 tracing::warn!(
                     partition = %partition.key(),
+                    api = self.api.as_str(),
                     images,
                     auth,
                     outcome = outcome_name(&outcome),
                     reason = %error,
-                    "HSS batch-scan not sent: credentials unavailable"
+                    "HSS call not sent: credentials unavailable"
                 );
                 return (outcome, false);
             }
         };
 
-        let query: Vec<(String, String)> = partition
-            .enterprise_project_id
-            .iter()
-            .map(|id| (ENTERPRISE_PROJECT_QUERY.to_string(), id.clone()))
-            .collect();
-        let mut url = self.batch_scan_url.clone();
+        let query = self.query(partition);
+        let mut url = self.url.clone();
         let query_string = signer::canonical_query(&query);
         if !query_string.is_empty() {
             url.set_query(Some(&query_string));
@@ -155,10 +185,11 @@ impl HssClient {
                 };
                 tracing::warn!(
                     partition = %partition.key(),
+                    api = self.api.as_str(),
                     images,
                     auth,
                     outcome = outcome_name(&outcome),
-                    "HSS batch-scan not sent: request could not be built"
+                    "HSS call not sent: request could not be built"
                 );
                 return (outcome, false);
             }
@@ -206,7 +237,7 @@ impl HssClient {
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        log_call(partition, images, auth, &outcome, duration_ms);
+        log_call(self.api, partition, images, auth, &outcome, duration_ms);
         (outcome, unauthorized)
     }
 
@@ -223,55 +254,31 @@ impl HssClient {
         if self.send_region_header {
             headers.push((REGION_HEADER.into(), self.region.clone()));
         }
-        match credentials {
-            CallCredentials::AccessKey(key) => {
-                headers.push((HOST.as_str().into(), self.host.clone()));
-                headers.push((SDK_DATE_HEADER.into(), signer::sdk_date(self.clock.now())));
-                if let Some(token) = &key.security_token {
-                    headers.push((SECURITY_TOKEN_HEADER.into(), token.expose().to_string()));
-                }
-                let request = SignableRequest {
-                    method: "POST",
-                    path: self.batch_scan_url.path(),
-                    query,
-                    headers: &headers,
-                    body,
-                };
-                let authorization =
-                    signer::authorization(key.access_key.expose(), &key.secret_key, &request)
-                        .map_err(|e| e.to_string())?;
-                headers.push((AUTHORIZATION.as_str().into(), authorization));
-            }
-            CallCredentials::Token(token) => {
-                headers.push((AUTH_TOKEN_HEADER.into(), token.expose().to_string()));
-            }
-        }
-
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            let header_name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
-            // The value is not quoted: it may be a credential.
-            let mut header_value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("the value of header `{name}` cannot be sent over HTTP"))?;
-            // Sensitive values are redacted from the HTTP stack's Debug output.
-            header_value.set_sensitive(SENSITIVE_HEADERS.contains(&header_name.as_str()));
-            map.insert(header_name, header_value);
-        }
-        Ok(map)
+        let call = ApiCall {
+            method: "POST",
+            host: &self.host,
+            path: self.url.path(),
+            query,
+            body,
+        };
+        auth_headers::authenticated_headers(&call, headers, credentials, self.clock.now())
     }
 }
 
 #[async_trait::async_trait]
 impl ScanSender for HssClient {
+    fn api(&self) -> HssApi {
+        self.api
+    }
+
     async fn batch_scan(&self, partition: &Partition, images: &[BatchImage]) -> ScanOutcome {
-        let body = match batch_scan_body(partition, images) {
+        let body = match self.request_body(partition, images) {
             Ok(body) => body,
             Err(error) => {
                 return ScanOutcome::Permanent {
                     status: None,
                     error_code: None,
-                    error_msg: format!("cannot encode the batch-scan body: {error}"),
+                    error_msg: format!("cannot encode the {} body: {error}", self.api),
                     request_id: None,
                 };
             }
@@ -288,46 +295,6 @@ impl ScanSender for HssClient {
         }
         outcome
     }
-}
-
-#[derive(Serialize)]
-struct BatchScanBody<'a> {
-    image_type: &'a str,
-    image_info_list: Vec<ImageInfo<'a>>,
-}
-
-#[derive(Serialize)]
-struct ImageInfo<'a> {
-    namespace: &'a str,
-    image_name: &'a str,
-    image_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_url: Option<&'a str>,
-}
-
-/// The JSON body of one batch-scan request, fields in the order the SDK
-/// writes them. Instance fields appear only for `instance_image`.
-pub fn batch_scan_body(
-    partition: &Partition,
-    images: &[BatchImage],
-) -> Result<Vec<u8>, serde_json::Error> {
-    let is_instance = partition.image_type == ImageType::InstanceImage;
-    let body = BatchScanBody {
-        image_type: partition.image_type.as_str(),
-        image_info_list: images
-            .iter()
-            .map(|item| ImageInfo {
-                namespace: &item.image.namespace,
-                image_name: &item.image.name,
-                image_version: &item.image.tag,
-                instance_id: partition.instance_id.as_deref().filter(|_| is_instance),
-                instance_url: item.instance_url.as_deref().filter(|_| is_instance),
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&body)
 }
 
 /// At most `limit` bytes of `response`'s body. The rest is left unread: the
@@ -384,6 +351,7 @@ fn outcome_name(outcome: &ScanOutcome) -> &'static str {
 }
 
 fn log_call(
+    api: HssApi,
     partition: &Partition,
     images: usize,
     auth: &str,
@@ -391,17 +359,19 @@ fn log_call(
     duration_ms: u64,
 ) {
     let partition = partition.key();
+    let api = api.as_str();
     let outcome_kind = outcome_name(outcome);
     match outcome {
         ScanOutcome::Accepted { status, request_id } => tracing::info!(
             %partition,
+            api,
             images,
             auth,
             status,
             hss_request_id = request_id.as_deref(),
             duration_ms,
             outcome = outcome_kind,
-            "HSS batch-scan call"
+            "HSS call"
         ),
         ScanOutcome::Retryable {
             status,
@@ -410,6 +380,7 @@ fn log_call(
             request_id,
         } => tracing::warn!(
             %partition,
+            api,
             images,
             auth,
             status,
@@ -418,7 +389,7 @@ fn log_call(
             outcome = outcome_kind,
             retry_after_s = retry_after.map(|d| d.as_secs()),
             %reason,
-            "HSS batch-scan call"
+            "HSS call"
         ),
         ScanOutcome::Permanent {
             status,
@@ -427,6 +398,7 @@ fn log_call(
             request_id,
         } => tracing::warn!(
             %partition,
+            api,
             images,
             auth,
             status,
@@ -435,7 +407,7 @@ fn log_call(
             outcome = outcome_kind,
             error_code = error_code.as_deref(),
             %error_msg,
-            "HSS batch-scan call"
+            "HSS call"
         ),
     }
 }
@@ -443,9 +415,11 @@ fn log_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ImageRef;
-    use crate::hss::credentials::{AccessKey, ManualClock};
+    use crate::domain::{ImageRef, ImageType};
+    use crate::hss::credentials::{AccessKey, CallCredentials, ManualClock};
+    use crate::hss::signer::SECURITY_TOKEN_HEADER;
     use crate::secret::Secret;
+    use reqwest::header::{AUTHORIZATION, HOST};
 
     fn partition(image_type: ImageType) -> Partition {
         Partition {
@@ -459,34 +433,8 @@ mod tests {
         BatchImage {
             image: ImageRef::new(namespace, name, tag),
             instance_url: url.map(str::to_string),
+            digest: None,
         }
-    }
-
-    #[test]
-    fn body_matches_the_sdk_bytes_of_the_vectors() {
-        let private = batch_scan_body(
-            &partition(ImageType::PrivateImage),
-            &[image("test", "openjdk", "v8.8", Some("ignored.example"))],
-        )
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(private).unwrap(),
-            r#"{"image_type":"private_image","image_info_list":[{"namespace":"test","image_name":"openjdk","image_version":"v8.8"}]}"#
-        );
-        let instance = batch_scan_body(
-            &partition(ImageType::InstanceImage),
-            &[image(
-                "team-a",
-                "svc/api",
-                "1.2.3",
-                Some("ee-demo.swr.cn-north-4.myhuaweicloud.com"),
-            )],
-        )
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(instance).unwrap(),
-            r#"{"image_type":"instance_image","image_info_list":[{"namespace":"team-a","image_name":"svc/api","image_version":"1.2.3","instance_id":"4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6","instance_url":"ee-demo.swr.cn-north-4.myhuaweicloud.com"}]}"#
-        );
     }
 
     fn vector_client(region: &str, extra: &str) -> HssClient {
@@ -514,7 +462,7 @@ mod tests {
     fn client_headers_reproduce_the_sdk_vectors() {
         let client = vector_client("cn-north-4", "");
         assert_eq!(
-            client.batch_scan_url().as_str(),
+            client.url().as_str(),
             "https://hss.cn-north-4.myhuaweicloud.com/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
         );
         let body = batch_scan_body(
@@ -560,7 +508,7 @@ mod tests {
         );
         assert_eq!(client.host, "127.0.0.1:8443");
         assert_eq!(
-            client.batch_scan_url().as_str(),
+            client.url().as_str(),
             "http://127.0.0.1:8443/hss-proxy/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
         );
         let eu = vector_client("eu-west-101", "");

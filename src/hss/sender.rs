@@ -37,5 +37,11 @@ pub enum ScanOutcome {
 /// tests script their own.
 #[async_trait::async_trait]
 pub trait ScanSender: Send + Sync + 'static {
+    /// The HSS API the batches go to (a metrics label). Senders that speak
+    /// only batch-scan keep this default.
+    fn api(&self) -> super::HssApi {
+        super::HssApi::BatchScan
+    }
+
     async fn batch_scan(&self, partition: &Partition, images: &[BatchImage]) -> ScanOutcome;
 }

@@ -3,6 +3,15 @@
 //! The answer is 202 only after the store committed every image, so a sender
 //! that gets 202 may forget the push. Every outcome is one log line and one
 //! metrics increment.
+//!
+//! Verification comes first: a request that fails it is answered 401 before
+//! anything about its body or content type (415, 400) is judged. Only the
+//! source (404), the rate limit (429), draining (503) and a body too large to
+//! read (413) may be answered earlier, and 413 only to a request whose
+//! credential headers are present and well-formed (a `token` request is
+//! fully verified before its body is read): a body signature cannot be
+//! checked without reading the body, and a body over `max_body_bytes` is
+//! never read.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -179,21 +188,25 @@ async fn handle(
     if !source.admit_request() {
         return Err(ApiError::RateLimited(source.name().to_string()));
     }
-    require_json(request)?;
+    let now_s = state.clock.now_ms().div_euclid(1000);
+    let verified_without_body = source
+        .verifier
+        .verify_before_body(request.headers(), now_s)?;
     let body = tokio::time::timeout(
         BODY_READ_TIMEOUT,
         read_body(request, payload, state.max_body_bytes),
     )
     .await
     .map_err(|_| ApiError::BodyTimeout(BODY_READ_TIMEOUT.as_secs()))??;
+    let verified = match verified_without_body {
+        Some(verified) => verified,
+        None => source.verifier.verify(request.headers(), &body, now_s)?,
+    };
+    require_json(request)?;
     if body.is_empty() {
         return Err(ApiError::EmptyBody);
     }
-    let now_ms = state.clock.now_ms();
-    let verified = source
-        .verifier
-        .verify(request.headers(), &body, now_ms.div_euclid(1000))?;
-    let parsed = formats::parse(source.settings.format, &body)?;
+    let parsed = formats::parse(source.settings.format, request.headers(), &body)?;
 
     let mut reasons = parsed.ignored;
     let mut targets = Vec::with_capacity(parsed.images.len());
@@ -215,6 +228,8 @@ async fn handle(
             source: source.name().to_string(),
             id,
         });
+    // Read anew: the body may have taken a while to arrive.
+    let now_ms = state.clock.now_ms();
     let counts = store_targets(source, state, delivery.as_ref(), &targets, now_ms).await?;
     if counts.accepted > 0 {
         state.wake_batcher.wake();

@@ -164,6 +164,30 @@ impl Verifier {
         }
         outcome
     }
+
+    /// What can be checked before the body is read, so that a request
+    /// without valid credentials is refused before anything about its body
+    /// (size, type, shape) is revealed. `token` needs no body: its verdict is
+    /// final (`Some`). Signing schemes check that their headers are present,
+    /// well-formed and (standard-webhooks) fresh; the signature itself needs
+    /// the body, so their verdict waits for [`Verifier::verify`] (`None`).
+    pub fn verify_before_body(
+        &self,
+        headers: &HeaderMap,
+        now_unix_s: i64,
+    ) -> Result<Option<Verified>, VerifyError> {
+        let outcome = match &self.scheme {
+            Scheme::Token { header, digests } => verify_token(header, digests, headers).map(Some),
+            Scheme::StandardWebhooks { tolerance_s, .. } => {
+                StandardWebhooksHeaders::read(headers, *tolerance_s, now_unix_s).map(|_| None)
+            }
+            Scheme::HmacSha256 { header, .. } => hmac_candidate(header, headers).map(|_| None),
+        };
+        if let Err(error) = &outcome {
+            tracing::debug!(code = error.code(), %error, "webhook verification failed");
+        }
+        outcome
+    }
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`, from a pre-keyed state.
@@ -224,6 +248,56 @@ fn any_match(macs: &[[u8; MAC_LEN]], candidates: &[[u8; MAC_LEN]]) -> bool {
     matched.into()
 }
 
+/// The Standard Webhooks headers of a request, checked for presence, form
+/// and freshness: everything but the signature's match.
+struct StandardWebhooksHeaders<'h> {
+    id: &'h str,
+    /// As sent: the timestamp is signed as its bytes, not as re-formatted.
+    timestamp: &'h [u8],
+    candidates: Vec<[u8; MAC_LEN]>,
+}
+
+impl<'h> StandardWebhooksHeaders<'h> {
+    fn read(
+        headers: &'h HeaderMap,
+        tolerance_s: u64,
+        now_unix_s: i64,
+    ) -> Result<Self, VerifyError> {
+        let id_header = HeaderName::from_static(WEBHOOK_ID);
+        let timestamp_header = HeaderName::from_static(WEBHOOK_TIMESTAMP);
+        let signature_header = HeaderName::from_static(WEBHOOK_SIGNATURE);
+        let id = single_header(headers, &id_header)?;
+        let timestamp = single_header(headers, &timestamp_header)?;
+        let signature = single_header(headers, &signature_header)?;
+
+        let id = id
+            .to_str()
+            .map_err(|_| VerifyError::malformed(&id_header, "must be visible ASCII"))?;
+        if id.is_empty() {
+            return Err(VerifyError::malformed(&id_header, "must not be empty"));
+        }
+        let sent_at = parse_timestamp(timestamp.as_bytes()).ok_or_else(|| {
+            VerifyError::malformed(
+                &timestamp_header,
+                "must be whole seconds since the Unix epoch",
+            )
+        })?;
+        check_tolerance(sent_at, now_unix_s, tolerance_s)?;
+
+        let candidates = v1_signatures(signature.as_bytes()).ok_or_else(|| {
+            VerifyError::malformed(
+                &signature_header,
+                "must hold space-separated `v1,<base64 of 32 bytes>` entries",
+            )
+        })?;
+        Ok(Self {
+            id,
+            timestamp: timestamp.as_bytes(),
+            candidates,
+        })
+    }
+}
+
 fn verify_standard_webhooks(
     keys: &[HmacSha256],
     tolerance_s: u64,
@@ -231,46 +305,14 @@ fn verify_standard_webhooks(
     body: &[u8],
     now_unix_s: i64,
 ) -> Result<Verified, VerifyError> {
-    let id_header = HeaderName::from_static(WEBHOOK_ID);
-    let timestamp_header = HeaderName::from_static(WEBHOOK_TIMESTAMP);
-    let signature_header = HeaderName::from_static(WEBHOOK_SIGNATURE);
-    let id = single_header(headers, &id_header)?;
-    let timestamp = single_header(headers, &timestamp_header)?;
-    let signature = single_header(headers, &signature_header)?;
-
-    let id = id
-        .to_str()
-        .map_err(|_| VerifyError::malformed(&id_header, "must be visible ASCII"))?;
-    if id.is_empty() {
-        return Err(VerifyError::malformed(&id_header, "must not be empty"));
-    }
-    let sent_at = parse_timestamp(timestamp.as_bytes()).ok_or_else(|| {
-        VerifyError::malformed(
-            &timestamp_header,
-            "must be whole seconds since the Unix epoch",
-        )
-    })?;
-    check_tolerance(sent_at, now_unix_s, tolerance_s)?;
-
-    let candidates = v1_signatures(signature.as_bytes()).ok_or_else(|| {
-        VerifyError::malformed(
-            &signature_header,
-            "must hold space-separated `v1,<base64 of 32 bytes>` entries",
-        )
-    })?;
-    // The timestamp is signed as sent (its bytes), not as re-formatted.
+    let sent = StandardWebhooksHeaders::read(headers, tolerance_s, now_unix_s)?;
     let macs: Vec<[u8; MAC_LEN]> = keys
         .iter()
-        .map(|key| {
-            mac_of(
-                key,
-                &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
-            )
-        })
+        .map(|key| mac_of(key, &[sent.id.as_bytes(), b".", sent.timestamp, b".", body]))
         .collect();
-    if any_match(&macs, &candidates) {
+    if any_match(&macs, &sent.candidates) {
         Ok(Verified {
-            delivery_id: Some(id.to_string()),
+            delivery_id: Some(sent.id.to_string()),
         })
     } else {
         Err(VerifyError::BadSignature {
@@ -330,23 +372,27 @@ fn v1_signatures(header: &[u8]) -> Option<Vec<[u8; MAC_LEN]>> {
     (!signatures.is_empty()).then_some(signatures)
 }
 
+/// The MAC a `hmac-sha256` header claims: `sha256=` and 64 hex digits.
+fn hmac_candidate(header: &HeaderName, headers: &HeaderMap) -> Result<[u8; MAC_LEN], VerifyError> {
+    let value = single_header(headers, header)?;
+    let malformed =
+        || VerifyError::malformed(header, "must be `sha256=` followed by 64 hex digits");
+    let hex_digits = value
+        .as_bytes()
+        .strip_prefix(HMAC_PREFIX.as_bytes())
+        .ok_or_else(malformed)?;
+    let mut candidate = [0u8; MAC_LEN];
+    hex::decode_to_slice(hex_digits, &mut candidate).map_err(|_| malformed())?;
+    Ok(candidate)
+}
+
 fn verify_hmac_sha256(
     header: &HeaderName,
     keys: &[HmacSha256],
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Verified, VerifyError> {
-    let value = single_header(headers, header)?;
-    let hex_digits = value
-        .as_bytes()
-        .strip_prefix(HMAC_PREFIX.as_bytes())
-        .ok_or_else(|| {
-            VerifyError::malformed(header, "must be `sha256=` followed by 64 hex digits")
-        })?;
-    let mut candidate = [0u8; MAC_LEN];
-    hex::decode_to_slice(hex_digits, &mut candidate).map_err(|_| {
-        VerifyError::malformed(header, "must be `sha256=` followed by 64 hex digits")
-    })?;
+    let candidate = hmac_candidate(header, headers)?;
     let macs: Vec<[u8; MAC_LEN]> = keys.iter().map(|key| mac_of(key, &[body])).collect();
     if any_match(&macs, &[candidate]) {
         Ok(Verified { delivery_id: None })

@@ -33,7 +33,8 @@ pub struct Metrics {
     /// Batches by outcome: `accepted`, `retry`, `dead_letter`.
     pub batches: IntCounterVec,
     pub batch_size: HistogramVec,
-    /// HSS calls by status class: `2xx`, `4xx`, `5xx`, `error` (no response).
+    /// HSS calls by API (`batch-scan`, `scan-tasks`) and status class:
+    /// `2xx`, `4xx`, `5xx`, `error` (no response).
     pub hss_requests: IntCounterVec,
     pub hss_request_seconds: HistogramVec,
     pub retries: IntCounter,
@@ -82,7 +83,7 @@ impl Metrics {
         let dead_letters_stored =
             IntGauge::new("dead_letters", "Dead letters waiting for an operator")?;
         let batches = IntCounterVec::new(
-            Opts::new("batches_total", "Batch-scan attempts, by outcome"),
+            Opts::new("batches_total", "Batch send attempts, by outcome"),
             &["outcome"],
         )?;
         let batch_size = HistogramVec::new(
@@ -92,21 +93,18 @@ impl Metrics {
             &["image_type"],
         )?;
         let hss_requests = IntCounterVec::new(
-            Opts::new(
-                "hss_requests_total",
-                "HSS batch-scan calls, by status class",
-            ),
-            &["status_class"],
+            Opts::new("hss_requests_total", "HSS calls, by API and status class"),
+            &["api", "status_class"],
         )?;
         let hss_request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "hss_request_duration_seconds",
-                "HSS batch-scan call latency",
+                "HSS call latency, by API and status class",
             )
             .buckets(vec![
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
-            &["status_class"],
+            &["api", "status_class"],
         )?;
         let retries =
             IntCounter::new("hss_retries_total", "Batches scheduled for another attempt")?;

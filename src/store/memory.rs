@@ -81,6 +81,7 @@ impl State {
             .map(|row| BatchImage {
                 image: row.image.clone(),
                 instance_url: row.instance_url.clone(),
+                digest: None,
             })
             .collect()
     }

@@ -130,6 +130,8 @@ fn batch_image_of(row: &Row) -> Result<BatchImage, StoreError> {
             get::<String>(row, "tag")?,
         ),
         instance_url: get(row, "instance_url")?,
+        // No digest column yet: the store does not carry digests.
+        digest: None,
     })
 }
 
@@ -632,6 +634,7 @@ impl Store for PostgresStore {
                     let BatchImage {
                         image,
                         instance_url,
+                        ..
                     } = batch_image_of(row)?;
                     Ok(PendingImage {
                         partition: partition_of(row)?,

@@ -621,6 +621,8 @@ fn batch_images(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchI
                     row.get::<_, String>(2)?,
                 ),
                 instance_url: row.get(3)?,
+                // No digest column yet: the store does not carry digests.
+                digest: None,
             })
         })?
         .collect()

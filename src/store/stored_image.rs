@@ -30,6 +30,7 @@ impl From<StoredImage> for BatchImage {
         BatchImage {
             image: ImageRef::new(image.namespace, image.name, image.tag),
             instance_url: image.instance_url,
+            digest: None,
         }
     }
 }

@@ -290,3 +290,99 @@ async fn a_repush_while_its_batch_is_in_flight_is_scanned_again() {
     assert_eq!(tags_of(&batches[1]), ["v1"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_scan_tasks_the_same_batches_go_to_the_successor_api_signed() {
+    use swr_scan_bridge::hss::HssApi;
+
+    let hss = hss().await;
+    let app = spawn_app_with(&hss.uri(), |s| {
+        s.batch.window_ms = 1_000;
+        s.hss.api = HssApi::ScanTasks;
+        s.hss.scan_scope = serde_json::from_value(serde_json::json!(["baseline"])).unwrap();
+    })
+    .await;
+    let swr = sample("swr-ee-push-artifact.json");
+    let registry = sample("distribution-notification.json");
+    let answers = join_all([
+        app.post_webhook("swr-ee", &swr, &token(TOKEN_OLD)),
+        app.post_webhook("registry", &registry, &hmac_sha256(HMAC_SECRET, &registry)),
+    ])
+    .await;
+    assert!(answers.iter().all(|r| r.status() == 202));
+    settled(&app, &hss, 2).await;
+
+    let requests = hss.requests();
+    assert_eq!(requests.len(), 2, "one request per partition: {requests:?}");
+    assert!(hss.requests_with_bad_signature().is_empty());
+    let mut registry_types = BTreeSet::new();
+    for request in &requests {
+        assert_eq!(request.api, crate::fake_hss::Api::ScanTasks);
+        assert_eq!(request.problems, Vec::<String>::new());
+        assert_eq!(request.status, 200);
+        assert_eq!(
+            request.path,
+            format!("/v5/{PROJECT_ID}/image/image-scan/tasks")
+        );
+        assert_eq!(
+            request.query,
+            vec![
+                ("enterprise_project_id".to_string(), "0".to_string()),
+                ("global_image_type".to_string(), "registry".to_string()),
+            ]
+        );
+        let body = request.json();
+        assert_eq!(body["scan_scope"], 0x0000_f000);
+        let items = body["image_info"].as_array().expect("image_info");
+        let registry_type = items[0]["registry_type"].as_str().expect("registry_type");
+        registry_types.insert(registry_type.to_string());
+        match registry_type {
+            "SwrEnterprise" => {
+                let mut tags: Vec<&str> = items
+                    .iter()
+                    .map(|i| i["image_version"].as_str().expect("tag"))
+                    .collect();
+                tags.sort();
+                assert_eq!(tags, ["latest", "v1.4.2"]);
+                assert!(items.iter().all(|i| i["instance_id"] == INSTANCE_ID));
+            }
+            "SwrShared" => {
+                assert_eq!(items.len(), 1);
+                assert_eq!(items[0]["image_version"], "2026.11.28");
+                assert!(items[0].get("instance_id").is_none());
+            }
+            other => panic!("unexpected registry type {other}"),
+        }
+    }
+    assert_eq!(
+        registry_types,
+        BTreeSet::from(["SwrEnterprise".to_string(), "SwrShared".to_string()])
+    );
+
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let scrape = crate::prometheus_text::Scrape::parse(&text).expect("Prometheus text");
+    for family in [
+        "swr_scan_bridge_hss_requests_total",
+        "swr_scan_bridge_hss_request_duration_seconds_count",
+    ] {
+        assert_eq!(
+            scrape.get(family, &[("api", "scan-tasks"), ("status_class", "2xx")]),
+            2.0,
+            "{family}"
+        );
+        assert_eq!(
+            scrape.series(family).len(),
+            1,
+            "{family}: only scan-tasks calls"
+        );
+    }
+    app.stop().await;
+}

@@ -123,3 +123,80 @@ secrets = ["t"]
     assert!(stderr.contains("sources[0].instance_id"), "{stderr}");
     assert!(stderr.contains("instance_image"), "{stderr}");
 }
+
+/// A minimal valid config with `hss_lines` added to its `[hss]` table.
+fn check_hss_lines(hss_lines: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[hss]\nregion = \"cn-north-4\"\nproject_id = \"p\"\nak = \"a\"\nsk = \"s\"\n{hss_lines}\n"
+        ),
+    )
+    .expect("write");
+    bridge(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    )
+}
+
+#[test]
+fn hss_api_and_scan_scope_are_read_and_printed() {
+    let hss_of = |stdout: &str| -> toml::Value {
+        let printed: toml::Table = toml::from_str(stdout).expect("check-config prints TOML");
+        printed["hss"].clone()
+    };
+    let (code, stdout, stderr) = check_hss_lines("");
+    assert_eq!(code, 0, "{stderr}");
+    let hss = hss_of(&stdout);
+    assert_eq!(hss["api"].as_str(), Some("batch-scan"), "{stdout}");
+    assert_eq!(
+        hss["scan_scope"],
+        toml::Value::Array(vec!["all".into()]),
+        "the effective config shows the default scope: {stdout}"
+    );
+
+    // The contract's own example sets both; batch-scan simply scans for everything.
+    let (code, _, stderr) = check_hss_lines("api = \"batch-scan\"\nscan_scope = [\"all\"]");
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stdout, stderr) =
+        check_hss_lines("api = \"scan-tasks\"\nscan_scope = [\"malware\", \"vulnerability\"]");
+    assert_eq!(code, 0, "{stderr}");
+    let hss = hss_of(&stdout);
+    assert_eq!(hss["api"].as_str(), Some("scan-tasks"), "{stdout}");
+    assert_eq!(
+        hss["scan_scope"],
+        toml::Value::Array(vec!["vulnerability".into(), "malware".into()]),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hss_api_and_scan_scope_mistakes_name_the_key() {
+    for (lines, key, detail) in [
+        ("api = \"scan_tasks\"", "hss.api", "scan_tasks"),
+        (
+            "api = \"scan-tasks\"\nscan_scope = [\"viruses\"]",
+            "hss.scan_scope",
+            "viruses",
+        ),
+        (
+            "api = \"scan-tasks\"\nscan_scope = []",
+            "hss.scan_scope",
+            "at least one risk class",
+        ),
+    ] {
+        let (code, _, stderr) = check_hss_lines(lines);
+        assert_eq!(code, 2, "{lines}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{key} not named for {lines}: {stderr}"
+        );
+        assert!(
+            stderr.contains(detail),
+            "{detail} missing for {lines}: {stderr}"
+        );
+    }
+}

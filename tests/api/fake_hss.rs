@@ -1,6 +1,9 @@
-//! A stand-in for HSS on wiremock: checks each batch-scan request's
+//! A stand-in for HSS on wiremock: serves batch-scan and its successor
+//! scan-tasks (`CreateManualImageScanTask`), checks each request's
 //! SDK-HMAC-SHA256 signature (with its own verifier, independent of the
-//! bridge's signer) or IAM token, answers from a script, and records what came.
+//! bridge's signer) or IAM token, then its query and body as HSS would
+//! (field names and types of the official SDK models), answers from a script,
+//! and records what came.
 //!
 //! ```ignore
 //! let hss = FakeHss::start("AK", "SK").await;
@@ -93,11 +96,24 @@ pub enum Verdict {
     Rejected(String),
 }
 
-/// One request that reached the batch-scan route.
+/// The HSS API a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /v5/{project_id}/image/batch-scan`
+    BatchScan,
+    /// `POST /v5/{project_id}/image/image-scan/tasks`
+    ScanTasks,
+}
+
+/// One request that reached a scan route.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     /// The `X-Request-Id` the fake answered with: `fake-req-{n}`, n from 1.
     pub request_id: String,
+    pub api: Api,
+    /// What HSS would refuse in the query or body (answered 400 when
+    /// authenticated); empty when it would take the request.
+    pub problems: Vec<String>,
     pub path: String,
     /// Decoded query parameters, in the order sent.
     pub query: Vec<(String, String)>,
@@ -121,7 +137,7 @@ impl RecordedRequest {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
-    /// The project id from `/v5/{project_id}/image/batch-scan`.
+    /// The project id from `/v5/{project_id}/image/…`.
     pub fn project_id(&self) -> &str {
         self.path.split('/').nth(2).unwrap_or("")
     }
@@ -186,7 +202,8 @@ impl HssCredentials {
 }
 
 /// The fake HSS. Any project id works; only
-/// `POST /v5/{project_id}/image/batch-scan` is served (anything else: 404).
+/// `POST /v5/{project_id}/image/batch-scan` and
+/// `POST /v5/{project_id}/image/image-scan/tasks` are served (anything else: 404).
 pub struct FakeHss {
     server: MockServer,
     state: Arc<State>,
@@ -225,7 +242,12 @@ impl FakeHss {
         let state = Arc::new(State::default());
         Mock::given(method("POST"))
             .and(path_regex(r"^/v5/[^/]+/image/batch-scan$"))
-            .respond_with(Responder(state.clone()))
+            .respond_with(Responder(state.clone(), Api::BatchScan))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/v5/[^/]+/image/image-scan/tasks$"))
+            .respond_with(Responder(state.clone(), Api::ScanTasks))
             .mount(&server)
             .await;
         FakeHss { server, state }
@@ -291,7 +313,7 @@ impl FakeHss {
             .collect()
     }
 
-    /// Every request to the batch-scan route, in arrival order.
+    /// Every request to a scan route, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).clone()
     }
@@ -305,12 +327,19 @@ impl FakeHss {
     }
 }
 
-struct Responder(Arc<State>);
+struct Responder(Arc<State>, Api);
 
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let received_at = Instant::now();
+        let api = self.1;
         let verdict = judge(&self.0, request);
+        let query = parse_query(request.url.query().unwrap_or(""));
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let problems = match api {
+            Api::BatchScan => check_batch_scan(&body),
+            Api::ScanTasks => check_scan_tasks(&query, &body),
+        };
         let (template, status) = match &verdict {
             Verdict::Rejected(reason) => (
                 ResponseTemplate::new(401).set_body_json(json!({
@@ -319,11 +348,22 @@ impl Respond for Responder {
                 })),
                 401,
             ),
+            Verdict::Signed { .. } | Verdict::Token if !problems.is_empty() => (
+                ResponseTemplate::new(400).set_body_json(json!({
+                    "error_code": "HSS.0001",
+                    "error_msg": problems.join("; "),
+                })),
+                400,
+            ),
             Verdict::Signed { .. } | Verdict::Token => {
                 let next = lock(&self.0.script).pop_front();
                 let reply = next
                     .or_else(|| lock(&self.0.fallback).clone())
-                    .unwrap_or_else(Reply::accepted);
+                    .unwrap_or_else(|| match api {
+                        Api::BatchScan => Reply::accepted(),
+                        // CreateManualImageScanTask answers 200 with no body.
+                        Api::ScanTasks => Reply::status(200),
+                    });
                 (reply.template, reply.status)
             }
         };
@@ -331,8 +371,10 @@ impl Respond for Responder {
         let request_id = format!("fake-req-{}", requests.len() + 1);
         requests.push(RecordedRequest {
             request_id: request_id.clone(),
+            api,
+            problems,
             path: request.url.path().to_string(),
-            query: parse_query(request.url.query().unwrap_or("")),
+            query,
             headers: header_map(request),
             body: request.body.clone(),
             verdict,
@@ -341,6 +383,191 @@ impl Respond for Responder {
         });
         template.insert_header("X-Request-Id", request_id.as_str())
     }
+}
+
+/// The fields of an object, refusing any not in `known` (HSS's strict decoder).
+fn fields<'v>(
+    value: &'v Value,
+    at: &str,
+    known: &[&str],
+    problems: &mut Vec<String>,
+) -> Option<&'v serde_json::Map<String, Value>> {
+    let Some(object) = value.as_object() else {
+        problems.push(format!("{at} is not an object"));
+        return None;
+    };
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            problems.push(format!("{at} has an unknown field {key:?}"));
+        }
+    }
+    Some(object)
+}
+
+fn non_empty_string(object: &serde_json::Map<String, Value>, key: &str) -> bool {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .is_some_and(|value| !value.is_empty())
+}
+
+/// Each image: namespace, name and version, and the instance fields exactly
+/// when the images are enterprise (instance) images.
+fn check_image(
+    item: &serde_json::Map<String, Value>,
+    at: &str,
+    is_instance: bool,
+    problems: &mut Vec<String>,
+) {
+    for key in ["namespace", "image_name", "image_version"] {
+        if !non_empty_string(item, key) {
+            problems.push(format!("{at}.{key} must be a non-empty string"));
+        }
+    }
+    if is_instance && !non_empty_string(item, "instance_id") {
+        problems.push(format!(
+            "{at}.instance_id is required for enterprise images"
+        ));
+    }
+    for key in ["instance_id", "instance_url"] {
+        if !is_instance && item.contains_key(key) {
+            problems.push(format!("{at}.{key} is only for enterprise images"));
+        }
+    }
+}
+
+fn image_list<'v>(
+    object: &'v serde_json::Map<String, Value>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> &'v [Value] {
+    match object.get(key).and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => items,
+        _ => {
+            problems.push(format!("{key} must be a non-empty array"));
+            &[]
+        }
+    }
+}
+
+/// `BatchScanSwrImage`: `image_type` and a non-empty `image_info_list`.
+fn check_batch_scan(body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(object) = fields(
+        body,
+        "body",
+        &["image_type", "image_info_list"],
+        &mut problems,
+    ) else {
+        return problems;
+    };
+    let is_instance = match object.get("image_type").and_then(Value::as_str) {
+        Some("private_image" | "shared_image") => false,
+        Some("instance_image") => true,
+        other => {
+            problems.push(format!("image_type {other:?} is not an SWR image type"));
+            false
+        }
+    };
+    for (index, item) in image_list(object, "image_info_list", &mut problems)
+        .iter()
+        .enumerate()
+    {
+        let at = format!("image_info_list[{index}]");
+        let known = [
+            "namespace",
+            "image_name",
+            "image_version",
+            "instance_id",
+            "instance_url",
+        ];
+        if let Some(item) = fields(item, &at, &known, &mut problems) {
+            check_image(item, &at, is_instance, &mut problems);
+        }
+    }
+    problems
+}
+
+/// `CreateManualImageScanTask` (SDK `CreateManualImageScanTaskReqInfo`):
+/// `global_image_type=registry` in the query; int32 `scan_scope` made of
+/// risk-class bits; int32 `rate_limit` 0..=1000; `is_all` false with a
+/// non-empty `image_info` whose `registry_type` is an SWR one; digests
+/// `sha256:` and 64 hex digits.
+fn check_scan_tasks(query: &[(String, String)], body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let image_types: Vec<&str> = query
+        .iter()
+        .filter(|(key, _)| key == "global_image_type")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if image_types != ["registry"] {
+        problems.push(format!(
+            "query needs global_image_type=registry once, got {image_types:?}"
+        ));
+    }
+    let known = [
+        "scan_scope",
+        "rate_limit",
+        "is_all",
+        "query_info",
+        "image_info",
+    ];
+    let Some(object) = fields(body, "body", &known, &mut problems) else {
+        return problems;
+    };
+    match object.get("scan_scope").and_then(Value::as_i64) {
+        Some(scope) if scope > 0 && scope <= 0x7fff_ffff => {}
+        other => problems.push(format!(
+            "scan_scope {other:?} is not a non-zero int32 of class bits"
+        )),
+    }
+    if !object
+        .get("rate_limit")
+        .and_then(Value::as_i64)
+        .is_some_and(|limit| (0..=1000).contains(&limit))
+    {
+        problems.push("rate_limit must be an integer from 0 to 1000".into());
+    }
+    if object.get("is_all") != Some(&Value::Bool(false)) {
+        problems.push("is_all must be false when image_info names the images".into());
+    }
+    for (index, item) in image_list(object, "image_info", &mut problems)
+        .iter()
+        .enumerate()
+    {
+        let at = format!("image_info[{index}]");
+        let known = [
+            "namespace",
+            "image_name",
+            "image_version",
+            "registry_type",
+            "image_digest",
+            "instance_id",
+            "instance_url",
+        ];
+        let Some(item) = fields(item, &at, &known, &mut problems) else {
+            continue;
+        };
+        let is_instance = match item.get("registry_type").and_then(Value::as_str) {
+            Some("SwrPrivate" | "SwrShared") => false,
+            Some("SwrEnterprise") => true,
+            other => {
+                problems.push(format!(
+                    "{at}.registry_type {other:?} is not an SWR registry type"
+                ));
+                false
+            }
+        };
+        check_image(item, &at, is_instance, &mut problems);
+        if let Some(digest) = item.get("image_digest") {
+            let hex = digest.as_str().and_then(|d| d.strip_prefix("sha256:"));
+            if !hex.is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                problems.push(format!("{at}.image_digest must be sha256:<64 hex digits>"));
+            }
+        }
+    }
+    problems
 }
 
 fn header_map(request: &Request) -> BTreeMap<String, String> {
@@ -559,6 +786,84 @@ mod self_check {
         assert!(!is_sdk_date("2026-11-28T09:30:15Z"));
     }
 
+    #[test]
+    fn scan_task_checks_take_a_good_body_and_name_each_broken_rule() {
+        let registry = vec![("global_image_type".to_string(), "registry".to_string())];
+        let item = json!({"namespace": "a", "image_name": "b", "image_version": "c",
+                          "registry_type": "SwrShared"});
+        let good = json!({"scan_scope": 0x7fff_ffff, "rate_limit": 0, "is_all": false,
+                          "image_info": [item]});
+        assert_eq!(check_scan_tasks(&registry, &good), Vec::<String>::new());
+        let with = |key: &str, value: Value| {
+            let mut body = good.clone();
+            body[key] = value;
+            body
+        };
+        for (query, body, expected) in [
+            (vec![], good.clone(), "global_image_type"),
+            (registry.clone(), with("scan_scope", json!(0)), "scan_scope"),
+            (
+                registry.clone(),
+                with("scan_scope", json!("all")),
+                "scan_scope",
+            ),
+            (
+                registry.clone(),
+                with("rate_limit", json!(-1)),
+                "rate_limit",
+            ),
+            (registry.clone(), with("is_all", json!(true)), "is_all"),
+            (
+                registry.clone(),
+                with("image_info", json!([])),
+                "image_info",
+            ),
+            (
+                registry.clone(),
+                with("image_info_list", json!([])),
+                "unknown field",
+            ),
+            (
+                registry.clone(),
+                with(
+                    "image_info",
+                    json!([{"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "Harbor"}]),
+                ),
+                "registry_type",
+            ),
+            (
+                registry.clone(),
+                with(
+                    "image_info",
+                    json!([{"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrEnterprise"}]),
+                ),
+                "instance_id is required",
+            ),
+            (
+                registry.clone(),
+                with(
+                    "image_info",
+                    json!([{"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrPrivate", "instance_url": "x"}]),
+                ),
+                "only for enterprise",
+            ),
+            (
+                registry.clone(),
+                with(
+                    "image_info",
+                    json!([{"namespace": "a", "image_name": "b", "image_version": "c", "registry_type": "SwrPrivate", "image_digest": "sha256:12"}]),
+                ),
+                "image_digest",
+            ),
+        ] {
+            let problems = check_scan_tasks(&query, &body);
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
+
     /// Replays every shared vector, signed by the official SDK, at the fake:
     /// the verifier accepts each as sent, and refuses it once the body changes.
     #[tokio::test]
@@ -589,7 +894,13 @@ mod self_check {
                     request = request.header(name.as_str(), value.as_str().unwrap());
                 }
                 let status = request.send().await.unwrap().status().as_u16();
-                let expected = if expect_accepted { 200 } else { 401 };
+                // The signature-only vector with an empty body passes the
+                // signature check, then HSS's body check (400).
+                let expected = match (expect_accepted, text_of("body").is_empty()) {
+                    (false, _) => 401,
+                    (true, false) => 200,
+                    (true, true) => 400,
+                };
                 assert_eq!(
                     status, expected,
                     "case {i} {:?}, tampered: {}",
@@ -597,7 +908,13 @@ mod self_check {
                 );
             }
         }
-        assert_eq!(hss.received_batches().len(), 5);
+        let signed = hss
+            .requests()
+            .iter()
+            .filter(|r| matches!(r.verdict, Verdict::Signed { .. }))
+            .count();
+        assert_eq!(signed, 5);
+        assert_eq!(hss.received_batches().len(), 4);
         assert_eq!(hss.requests_with_bad_signature().len(), 5);
     }
 }

@@ -10,11 +10,11 @@ use serde_json::json;
 use swr_scan_bridge::config::{HssSettings, Settings};
 use swr_scan_bridge::domain::{ImageRef, ImageType, Partition};
 use swr_scan_bridge::hss::credentials::ManualClock;
-use swr_scan_bridge::hss::{HssClient, ScanOutcome, ScanSender};
+use swr_scan_bridge::hss::{HssApi, HssClient, ScanOutcome, ScanSender};
 use swr_scan_bridge::store::BatchImage;
 use wiremock::ResponseTemplate;
 
-use crate::fake_hss::{FakeHss, Reply, Verdict};
+use crate::fake_hss::{Api, FakeHss, Reply, Verdict};
 use crate::fake_issuers::{FakeIam, FakeMetadata, IamUser};
 
 const PROJECT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -86,10 +86,12 @@ fn images() -> Vec<BatchImage> {
         BatchImage {
             image: ImageRef::new("test", "openjdk", "v8.8"),
             instance_url: None,
+            digest: None,
         },
         BatchImage {
             image: ImageRef::new("test", "nginx", "1.27"),
             instance_url: None,
+            digest: None,
         },
     ]
 }
@@ -159,6 +161,157 @@ async fn aksk_request_is_signed_and_shaped_as_hss_expects() {
     );
 }
 
+// ---- scan-tasks: the successor API ----
+
+const DIGEST: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+const INSTANCE: &str = "4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6";
+
+fn scan_tasks_client(endpoint: &str, scope: &str) -> HssClient {
+    let mut settings = aksk_settings(endpoint);
+    settings.api = HssApi::ScanTasks;
+    settings.scan_scope = serde_json::from_str(scope).unwrap();
+    HssClient::with_clock(&settings, clock()).unwrap()
+}
+
+#[tokio::test]
+async fn scan_tasks_calls_are_signed_with_the_registry_query_and_the_sdk_body() {
+    let hss = FakeHss::start(AK, SK).await;
+    let client = scan_tasks_client(&hss.uri(), r#"["vulnerability","sensitive"]"#);
+    assert_eq!(client.api(), HssApi::ScanTasks);
+    let partition = Partition {
+        image_type: ImageType::InstanceImage,
+        instance_id: Some(INSTANCE.into()),
+        enterprise_project_id: Some("0".into()),
+    };
+    let images = vec![
+        BatchImage {
+            image: ImageRef::new("team-a", "svc/api", "1.2.3"),
+            instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
+            digest: Some(DIGEST.into()),
+        },
+        BatchImage {
+            image: ImageRef::new("team-a", "svc/api", "latest"),
+            instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
+            digest: None,
+        },
+    ];
+
+    let outcome = client.batch_scan(&partition, &images).await;
+
+    assert_eq!(outcome, accepted("fake-req-1"));
+    let requests = hss.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.api, Api::ScanTasks);
+    assert_eq!(request.problems, Vec::<String>::new());
+    assert_eq!(
+        request.verdict,
+        Verdict::Signed {
+            access_key: AK.into()
+        }
+    );
+    assert_eq!(
+        request.path,
+        format!("/v5/{PROJECT}/image/image-scan/tasks")
+    );
+    // On the wire the query is in canonical (sorted) order, as signed.
+    assert_eq!(
+        request.query,
+        vec![
+            ("enterprise_project_id".to_string(), "0".to_string()),
+            ("global_image_type".to_string(), "registry".to_string())
+        ]
+    );
+    assert_eq!(request.header("x-project-id"), Some(PROJECT));
+    assert_eq!(
+        request.json(),
+        json!({
+            "scan_scope": 0x000f_00f0,
+            "rate_limit": 0,
+            "is_all": false,
+            "image_info": [
+                {
+                    "namespace": "team-a",
+                    "image_name": "svc/api",
+                    "image_version": "1.2.3",
+                    "registry_type": "SwrEnterprise",
+                    "image_digest": DIGEST,
+                    "instance_id": INSTANCE,
+                    "instance_url": "ee-demo.swr.cn-north-4.myhuaweicloud.com"
+                },
+                {
+                    "namespace": "team-a",
+                    "image_name": "svc/api",
+                    "image_version": "latest",
+                    "registry_type": "SwrEnterprise",
+                    "instance_id": INSTANCE,
+                    "instance_url": "ee-demo.swr.cn-north-4.myhuaweicloud.com"
+                }
+            ]
+        })
+    );
+}
+
+#[tokio::test]
+async fn scan_tasks_without_enterprise_project_send_only_the_registry_query() {
+    let hss = FakeHss::start(AK, SK).await;
+    let client = scan_tasks_client(&hss.uri(), r#"["all"]"#);
+    let shared = Partition {
+        image_type: ImageType::SharedImage,
+        instance_id: None,
+        enterprise_project_id: None,
+    };
+
+    let outcome = client.batch_scan(&shared, &images()).await;
+
+    assert_eq!(outcome, accepted("fake-req-1"));
+    let request = &hss.requests()[0];
+    assert_eq!(request.problems, Vec::<String>::new());
+    assert_eq!(
+        request.query,
+        vec![("global_image_type".to_string(), "registry".to_string())]
+    );
+    let body = request.json();
+    assert_eq!(body["scan_scope"], json!(0x7fff_ffff));
+    assert_eq!(
+        body["image_info"][1],
+        json!({"namespace": "test", "image_name": "nginx", "image_version": "1.27", "registry_type": "SwrShared"})
+    );
+}
+
+#[tokio::test]
+async fn scan_tasks_answers_classify_like_batch_scan_ones() {
+    let hss = FakeHss::start(AK, SK).await;
+    hss.respond_with_sequence(vec![
+        Reply::throttled("7"),
+        Reply::error(400, "HSS.1059", "Invalid registry type"),
+    ]);
+    let client = scan_tasks_client(&hss.uri(), r#"["malware"]"#);
+    let partition = private_partition(None);
+
+    let throttled = client.batch_scan(&partition, &images()).await;
+    let refused = client.batch_scan(&partition, &images()).await;
+
+    assert!(
+        matches!(
+            &throttled,
+            ScanOutcome::Retryable { status: Some(429), retry_after: Some(delay), .. }
+                if *delay == Duration::from_secs(7)
+        ),
+        "{throttled:?}"
+    );
+    assert_eq!(
+        refused,
+        ScanOutcome::Permanent {
+            status: Some(400),
+            error_code: Some("HSS.1059".into()),
+            error_msg: "Invalid registry type".into(),
+            request_id: Some("fake-req-2".into()),
+        }
+    );
+    assert!(hss.requests_with_bad_signature().is_empty());
+}
+
 #[tokio::test]
 async fn without_enterprise_project_or_region_header_neither_is_sent() {
     let hss = FakeHss::start(AK, SK).await;
@@ -190,6 +343,7 @@ async fn instance_images_carry_instance_fields_and_odd_query_values_verify() {
     let images = vec![BatchImage {
         image: ImageRef::new("team-a", "svc/api", "1.2.3"),
         instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
+        digest: None,
     }];
 
     let outcome = client.batch_scan(&partition, &images).await;
@@ -890,7 +1044,7 @@ async fn no_secret_reaches_the_logs_in_any_auth_mode() {
 
     let text = logs.text();
     // The calls were logged at all (else "no secret" would prove nothing).
-    assert_eq!(text.matches("HSS batch-scan call").count(), 8, "{text}");
+    assert_eq!(text.matches("HSS call partition=").count(), 8, "{text}");
     assert!(text.contains("hss_request_id=\"fake-req-1\""), "{text}");
     assert!(text.contains("partition=private_image||0"), "{text}");
     let mut secrets = vec![

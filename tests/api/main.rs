@@ -10,6 +10,7 @@ mod prometheus_text;
 mod batching;
 mod config;
 mod crash;
+mod demo;
 mod fixtures;
 mod hss_client;
 mod operations;

@@ -420,7 +420,10 @@ async fn hss_counters_and_histograms_count_every_call_by_status_class() {
         scrape
             .series(&metric(family))
             .into_iter()
-            .map(|(labels, value)| (labels["status_class"].clone(), value))
+            .map(|(labels, value)| {
+                assert_eq!(labels["api"], "batch-scan", "{family}: {labels:?}");
+                (labels["status_class"].clone(), value)
+            })
             .collect::<BTreeMap<String, f64>>()
     };
     let expected_calls: BTreeMap<String, f64> =
@@ -435,13 +438,17 @@ async fn hss_counters_and_histograms_count_every_call_by_status_class() {
     );
     let timeout_seconds = scrape.get(
         &metric("hss_request_duration_seconds_sum"),
-        &[("status_class", "error")],
+        &[("api", "batch-scan"), ("status_class", "error")],
     );
     assert!((0.3..1.0).contains(&timeout_seconds), "{timeout_seconds}");
     assert_eq!(
         scrape.get(
             &metric("hss_request_duration_seconds_bucket"),
-            &[("status_class", "error"), ("le", "0.25")]
+            &[
+                ("api", "batch-scan"),
+                ("status_class", "error"),
+                ("le", "0.25")
+            ]
         ),
         0.0,
         "a 300 ms timeout is not faster than 250 ms"

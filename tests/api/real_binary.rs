@@ -907,7 +907,7 @@ async fn a_full_run_at_trace_level_logs_json_lines_and_never_a_secret() {
     // One line per HSS call, with partition, images, status, HSS request id and duration.
     let calls: Vec<&Value> = events
         .iter()
-        .filter(|e| e["message"] == "HSS batch-scan call")
+        .filter(|e| e["message"] == "HSS call")
         .collect();
     assert_eq!(calls.len(), hss_requests.len());
     let mut logged: Vec<(String, u64)> = calls

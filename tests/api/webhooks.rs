@@ -379,3 +379,258 @@ async fn every_answer_carries_a_request_id() {
         "a UUID when none was given"
     );
 }
+
+// ------------------------------------------- verification first, real payloads
+
+/// `(status, error code)` of a POST to `source` with this content type, body and headers.
+async fn refusal(
+    app: &TestApp,
+    source: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> (u16, String) {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/webhooks/{source}")))
+        .body(body.to_vec());
+    if let Some(content_type) = content_type {
+        request = request.header("Content-Type", content_type);
+    }
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let (status, body) = answer(request.send().await.expect("sent")).await;
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_request_failing_verification_is_answered_401_whatever_its_body_or_type() {
+    let (app, _hss) = spawn().await;
+    let push = sample("swr-ee-push-artifact.json");
+    let oversized = vec![b' '; 65_537];
+    let bad_bodies: [(&str, Option<&str>, &[u8]); 5] = [
+        ("wrong type", Some("text/plain"), &push),
+        ("no type", None, &push),
+        ("empty", Some("application/json"), b""),
+        ("not JSON", Some("application/json"), b"{\"type\": "),
+        ("wrong shape", Some("application/json"), b"[1, 2, 3]"),
+    ];
+    let forged_standard = {
+        let mut headers = standard_webhooks(WHSEC_A, "msg_forged", now(), b"other body");
+        headers[2].1 = format!("v1,{}", "A".repeat(43) + "=");
+        headers
+    };
+    let wrong_hmac = vec![(
+        "X-Hub-Signature-256".to_string(),
+        format!("sha256={}", "0".repeat(64)),
+    )];
+    let stale_standard = standard_webhooks(WHSEC_A, "msg_stale", now() - 3_600, &push);
+    type Headers = Vec<(String, String)>;
+    let cases: [(&str, Headers, &str); 7] = [
+        ("swr-ee", vec![], "missing_header"),
+        ("swr-ee", token("not-the-token"), "bad_token"),
+        ("harbor-ce", vec![], "missing_header"),
+        ("harbor-ce", stale_standard, "stale_timestamp"),
+        ("harbor-ce", forged_standard, "bad_signature"),
+        ("registry", vec![], "missing_header"),
+        ("registry", wrong_hmac, "bad_signature"),
+    ];
+    for (source, headers, code) in &cases {
+        for (what, content_type, body) in bad_bodies {
+            assert_eq!(
+                refusal(&app, source, content_type, body, headers).await,
+                (401, code.to_string()),
+                "{source} {code}, body {what}"
+            );
+        }
+    }
+    // Credentials missing, malformed or refused without the body (a token) are
+    // judged before the body is read: 401 even for a body over the limit.
+    for (source, headers, code) in &cases[..4] {
+        assert_eq!(
+            refusal(&app, source, Some("application/json"), &oversized, headers).await,
+            (401, code.to_string()),
+            "{source} {code}, oversized body"
+        );
+    }
+    assert_eq!(
+        refusal(&app, "registry", Some("application/json"), &oversized, &[]).await,
+        (401, "missing_header".to_string())
+    );
+    // A well-formed signature can only be checked against the body, which is
+    // never read past the limit: 413 (the documented exception).
+    assert_eq!(
+        refusal(
+            &app,
+            "registry",
+            Some("application/json"),
+            &oversized,
+            &cases[6].1
+        )
+        .await,
+        (413, "payload_too_large".to_string())
+    );
+    // Verified requests still get the precise answer for their body.
+    assert_eq!(
+        refusal(&app, "swr-ee", Some("text/plain"), &push, &token(TOKEN_NEW)).await,
+        (415, "unsupported_media_type".to_string())
+    );
+    assert_eq!(
+        refusal(
+            &app,
+            "swr-ee",
+            Some("application/json"),
+            b"",
+            &token(TOKEN_NEW)
+        )
+        .await,
+        (400, "empty_body".to_string())
+    );
+    assert_eq!(app.pending_count().await, 0, "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn harbor_1_push_image_events_are_accepted() {
+    let (app, _hss) = spawn().await;
+    let body = serde_json::json!({
+        "type": "pushImage",
+        "occur_at": 1586922308,
+        "operator": "admin",
+        "event_data": {
+            "resources": [{
+                "digest": "sha256:457f4aa83fc9a6663ab9d1b0a6e2dce25a12a943ed5bf2c1747c58d48bbb4917",
+                "tag": "v1.0.0",
+                "resource_url": "harbor.example.internal/team-a/nginx:v1.0.0"
+            }],
+            "repository": {"date_created": 1586922308, "name": "nginx", "namespace": "team-a",
+                           "repo_full_name": "team-a/nginx", "repo_type": "private"}
+        }
+    })
+    .to_string();
+    let (status, reply) = answer(
+        app.post_webhook("swr-ee", body.as_bytes(), &token(TOKEN_NEW))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    let pending = app.admin_get("/admin/pending").await;
+    assert_eq!(pending["images"][0]["image"]["tag"], "v1.0.0", "{pending}");
+    assert_eq!(
+        pending["images"][0]["instance_url"], "harbor.example.internal",
+        "{pending}"
+    );
+}
+
+#[tokio::test]
+async fn every_resource_of_a_multi_resource_harbor_push_is_stored() {
+    let (app, _hss) = spawn().await;
+    let body = serde_json::json!({
+        "type": "PUSH_ARTIFACT",
+        "event_data": {
+            "resources": [
+                {"tag": "v1", "resource_url": "ee.example/team-a/api:v1"},
+                {"tag": "v1-cache", "resource_url": "ee.example/team-a/api:v1-cache"},
+                {"tag": "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+                {"tag": "latest", "resource_url": "ee.example/team-a/api:latest"}
+            ],
+            "repository": {"name": "api", "namespace": "team-a", "repo_full_name": "team-a/api"}
+        }
+    })
+    .to_string();
+    let (status, reply) = answer(
+        app.post_webhook("swr-ee", body.as_bytes(), &token(TOKEN_NEW))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(reply["accepted"], 3, "{reply}");
+    assert_eq!(reasons(&reply), ["push_by_digest"]);
+    let pending = app.admin_get("/admin/pending").await;
+    let mut tags: Vec<&str> = pending["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["image"]["tag"].as_str().expect("tag"))
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["latest", "v1", "v1-cache"]);
+
+    // The filter applies to each resource on its own.
+    let (status, reply) = answer(
+        app.post_webhook("filtered", body.as_bytes(), &token(TOKEN_NEW))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(reply["accepted"], 2, "{reply}");
+    let mut reasons = reasons(&reply);
+    reasons.sort();
+    assert_eq!(reasons, ["filtered_out", "push_by_digest"]);
+}
+
+/// A binary-mode CloudEvents push to `harbor-ce`: `ce-*` headers, `data` as
+/// the body, signed with standard-webhooks over that body.
+fn binary_cloudevent(
+    ce_headers: &[(&str, &str)],
+    data: &[u8],
+    delivery: &str,
+) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = ce_headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    headers.extend(standard_webhooks(WHSEC_A, delivery, now(), data));
+    headers
+}
+
+const CE_PUSH: [(&str, &str); 4] = [
+    ("ce-specversion", "1.0"),
+    ("ce-id", "0b6b4a52-36c9-4b5e-a3a2-9d7f0e6c1a11"),
+    ("ce-source", "/projects/3/webhook/policies/12"),
+    ("ce-type", "harbor.artifact.pushed"),
+];
+
+#[tokio::test]
+async fn cloudevents_in_binary_content_mode_are_accepted() {
+    let (app, _hss) = spawn().await;
+    let event: Value =
+        serde_json::from_slice(&sample("harbor-cloudevents-push.json")).expect("sample");
+    let data = serde_json::to_vec(&event["data"]).expect("data");
+
+    let headers = binary_cloudevent(&CE_PUSH, &data, "msg_binary_1");
+    let (status, body) = answer(app.post_webhook("harbor-ce", &data, &headers).await).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    let pending = app.admin_get("/admin/pending").await;
+    assert_eq!(pending["images"][0]["image"]["name"], "nginx", "{pending}");
+    assert_eq!(pending["images"][0]["image"]["tag"], "2.0.1", "{pending}");
+
+    // Another event type in binary mode is not a push.
+    let deleted = [
+        CE_PUSH[0],
+        CE_PUSH[1],
+        CE_PUSH[2],
+        ("ce-type", "harbor.artifact.deleted"),
+    ];
+    let headers = binary_cloudevent(&deleted, &data, "msg_binary_2");
+    let (status, body) = answer(app.post_webhook("harbor-ce", &data, &headers).await).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(reasons(&body), ["not_a_push"]);
+
+    // A binary-mode event without its type is refused, naming the header.
+    let headers = binary_cloudevent(&CE_PUSH[..3], &data, "msg_binary_3");
+    let (status, body) = answer(app.post_webhook("harbor-ce", &data, &headers).await).await;
+    assert_error(status, &body, 400, "invalid_payload");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ce-type")),
+        "{body}"
+    );
+    assert_eq!(app.pending_count().await, 1);
+}

@@ -1,6 +1,6 @@
 //! Harbor's default webhook payload, which SWR Enterprise Edition posts for
-//! `PUSH_ARTIFACT`; its `event_data` reader also serves the CloudEvents format,
-//! whose `data` has the same shape.
+//! `PUSH_ARTIFACT` (Harbor 1.x: `pushImage`, same body); its `event_data`
+//! reader also serves the CloudEvents format, whose `data` has the same shape.
 
 use serde::Deserialize;
 
@@ -10,8 +10,9 @@ use super::{IgnoreReason, Ignored, ParsedWebhook, PayloadError, PushedImage};
 use crate::domain::ImageRef;
 
 const FORMAT: &str = "harbor";
-/// The only Harbor event type that pushes an image.
-const PUSH_EVENT: &str = "PUSH_ARTIFACT";
+/// The Harbor event types that push an image: Harbor 2.x (and SWR EE) name
+/// it `PUSH_ARTIFACT`; Harbor 1.x sent the same body as `pushImage`.
+const PUSH_EVENTS: [&str; 2] = ["PUSH_ARTIFACT", "pushImage"];
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -67,7 +68,7 @@ pub fn parse(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
 fn read(envelope: &Envelope<'_>) -> Result<ParsedWebhook, Problem> {
     let event_type = envelope.event_type.required(&ROOT.key("type"))?;
     let mut parsed = ParsedWebhook::default();
-    if event_type != PUSH_EVENT {
+    if !PUSH_EVENTS.contains(&event_type.as_ref()) {
         parsed.ignored.push(Ignored {
             reason: IgnoreReason::NotAPush,
             subject: event_type.to_string(),
@@ -84,7 +85,8 @@ fn read(envelope: &Envelope<'_>) -> Result<ParsedWebhook, Problem> {
 }
 
 /// Adds the images of a push event's `data` (found at `at`) to `parsed`: one
-/// per resource with a tag; resources without one are ignored with a reason.
+/// per resource with a tag, for every entry of `resources` (a push of several
+/// tags at once lists each); resources without one are ignored with a reason.
 pub(super) fn collect_push(
     data: &EventData<'_>,
     at: &JsonPath<'_>,

@@ -1,6 +1,7 @@
 //! Payload formats: each turns a raw webhook body into the images it pushes
 //! and the things it ignores, with a reason for each.
 
+use actix_web::http::header::HeaderMap;
 use serde::Serialize;
 
 use crate::config::PayloadFormat;
@@ -80,11 +81,16 @@ pub enum PayloadError {
     },
 }
 
-/// Parses `body` as `format`.
-pub fn parse(format: PayloadFormat, body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
+/// Parses a webhook of `format` from its body and, where the format puts
+/// part of the event there (CloudEvents binary mode), its headers.
+pub fn parse(
+    format: PayloadFormat,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ParsedWebhook, PayloadError> {
     match format {
         PayloadFormat::Harbor => harbor::parse(body),
-        PayloadFormat::Cloudevents => cloudevents::parse(body),
+        PayloadFormat::Cloudevents => cloudevents::parse_request(headers, body),
         PayloadFormat::Distribution => distribution::parse(body),
     }
 }

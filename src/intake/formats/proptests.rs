@@ -2,6 +2,7 @@
 //! arbitrary JSON, and mutations of the shared samples never panic, valid JSON
 //! is never called invalid, and whatever comes out as an image is a valid one.
 
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -106,9 +107,45 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
     out.push(at);
 }
 
+/// The headers of a binary-mode CloudEvents push: the body is its data.
+fn binary_push_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "prop-1"),
+        ("ce-source", "/projects/1/webhook/policies/1"),
+        ("ce-type", "harbor.artifact.pushed"),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    headers
+}
+
+/// Every way a body is read: each format structured, and as binary-mode CloudEvents data.
+fn parse_all_ways(body: &[u8]) -> Vec<(String, Result<ParsedWebhook, PayloadError>)> {
+    let mut results: Vec<_> = FORMATS
+        .iter()
+        .map(|format| {
+            (
+                format!("{format:?}"),
+                parse(*format, &HeaderMap::new(), body),
+            )
+        })
+        .collect();
+    results.push((
+        "binary-mode cloudevents".into(),
+        parse(PayloadFormat::Cloudevents, &binary_push_headers(), body),
+    ));
+    results
+}
+
 fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
-    for format in FORMATS {
-        if let Ok(parsed) = parse(format, body) {
+    for (_, result) in parse_all_ways(body) {
+        if let Ok(parsed) = result {
             images_are_valid(&parsed)?;
         }
     }
@@ -116,12 +153,12 @@ fn parse_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 fn parse_valid_json_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
-    for format in FORMATS {
-        match parse(format, body) {
+    for (format, result) in parse_all_ways(body) {
+        match result {
             Ok(parsed) => images_are_valid(&parsed)?,
             Err(PayloadError::Shape { .. }) => {}
             Err(error @ PayloadError::Json(_)) => {
-                prop_assert!(false, "{format:?} called valid JSON invalid: {error}")
+                prop_assert!(false, "{format} called valid JSON invalid: {error}")
             }
         }
     }

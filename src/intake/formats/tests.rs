@@ -1,6 +1,8 @@
 //! Tests of the payload formats: every shared sample, and each way a payload
 //! can be ignorable, malformed or of the wrong shape.
 
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
 use super::json::{JsonPath, ROOT, quote};
 use super::reference::{is_digest, is_valid_component, is_valid_name, is_valid_tag};
 use super::*;
@@ -147,24 +149,27 @@ fn distribution_notification_yields_only_the_tagged_push() {
 #[test]
 fn dispatch_by_format_reaches_each_parser() {
     let swr = sample("swr-ee-push-artifact.json");
-    assert_eq!(parse(PayloadFormat::Harbor, &swr), harbor::parse(&swr));
+    assert_eq!(
+        parse(PayloadFormat::Harbor, &HeaderMap::new(), &swr),
+        harbor::parse(&swr)
+    );
     let ce = sample("harbor-cloudevents-push.json");
     assert_eq!(
-        parse(PayloadFormat::Cloudevents, &ce),
+        parse(PayloadFormat::Cloudevents, &HeaderMap::new(), &ce),
         cloudevents::parse(&ce)
     );
     let dist = sample("distribution-notification.json");
     assert_eq!(
-        parse(PayloadFormat::Distribution, &dist),
+        parse(PayloadFormat::Distribution, &HeaderMap::new(), &dist),
         distribution::parse(&dist)
     );
     // A sample in the wrong format is a shape error, not a panic or a silent 0.
     assert_eq!(
-        parse(PayloadFormat::Distribution, &swr),
+        parse(PayloadFormat::Distribution, &HeaderMap::new(), &swr),
         Err(shape("distribution", "events: missing; expected an array"))
     );
     assert_eq!(
-        parse(PayloadFormat::Harbor, &dist),
+        parse(PayloadFormat::Harbor, &HeaderMap::new(), &dist),
         Err(shape("harbor", "type: missing; expected a string"))
     );
 }
@@ -189,9 +194,12 @@ fn bodies_that_are_not_json_are_json_errors() {
             PayloadFormat::Distribution,
         ] {
             assert!(
-                matches!(parse(format, body), Err(PayloadError::Json(_))),
+                matches!(
+                    parse(format, &HeaderMap::new(), body),
+                    Err(PayloadError::Json(_))
+                ),
                 "{format:?} {body:?}: {:?}",
-                parse(format, body)
+                parse(format, &HeaderMap::new(), body)
             );
         }
     }
@@ -504,6 +512,94 @@ fn harbor_push_with_no_resources_yields_nothing() {
     );
 }
 
+/// Harbor 1.x webhook body (`pushImage`): the same shape as `PUSH_ARTIFACT`.
+const HARBOR_1_PUSH_IMAGE: &str = r#"{
+  "type": "pushImage",
+  "occur_at": 1586922308,
+  "operator": "admin",
+  "event_data": {
+    "resources": [
+      {"digest": "sha256:457f4aa83fc9a6663ab9d1b0a6e2dce25a12a943ed5bf2c1747c58d48bbb4917",
+       "tag": "v1.0.0",
+       "resource_url": "harbor.example.internal/library/nginx:v1.0.0"}
+    ],
+    "repository": {"date_created": 1586922308, "name": "nginx", "namespace": "library",
+                   "repo_full_name": "library/nginx", "repo_type": "private"}
+  }
+}"#;
+
+#[test]
+fn harbor_1_push_image_is_a_push_like_push_artifact() {
+    let parsed = harbor::parse(HARBOR_1_PUSH_IMAGE.as_bytes()).unwrap();
+    assert_eq!(
+        parsed,
+        ParsedWebhook {
+            delivery_id: None,
+            images: vec![image(
+                "library",
+                "nginx",
+                "v1.0.0",
+                Some("harbor.example.internal")
+            )],
+            ignored: vec![],
+        }
+    );
+    // Other Harbor 1.x events are not pushes.
+    for other in ["pullImage", "deleteImage", "scanningCompleted", "pushimage"] {
+        let body = HARBOR_1_PUSH_IMAGE.replace("\"pushImage\"", &format!("\"{other}\""));
+        assert_eq!(
+            harbor::parse(body.as_bytes()).unwrap().ignored,
+            vec![ignored(IgnoreReason::NotAPush, other)],
+            "{other}"
+        );
+    }
+}
+
+#[test]
+fn every_resource_of_a_multi_resource_push_is_read() {
+    let parsed = harbor::parse(&harbor_push(
+        r#"[
+            {"tag":"v1","resource_url":"ee.example/test/openjdk:v1"},
+            {"tag":"","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222"},
+            {"tag":"v2","resource_url":"ee.example/test/openjdk:v2"},
+            {},
+            {"tag":"latest","resource_url":"ee.example/test/openjdk:latest"}
+        ]"#,
+        OPENJDK,
+    ))
+    .unwrap();
+    let host = Some("ee.example");
+    assert_eq!(
+        parsed.images,
+        vec![
+            image("test", "openjdk", "v1", host),
+            image("test", "openjdk", "v2", host),
+            image("test", "openjdk", "latest", host),
+        ]
+    );
+    assert_eq!(
+        parsed.ignored,
+        vec![
+            ignored(
+                IgnoreReason::PushByDigest,
+                "test/openjdk@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+            ),
+            ignored(IgnoreReason::Untagged, "test/openjdk"),
+        ]
+    );
+    // A bad entry anywhere refuses the whole push, naming the entry.
+    assert_eq!(
+        harbor::parse(&harbor_push(
+            r#"[{"tag":"v1"},{"tag":"v2"},{"tag":["v3"]}]"#,
+            OPENJDK
+        )),
+        Err(shape(
+            "harbor",
+            "event_data.resources[2].tag: expected a string, found an array"
+        ))
+    );
+}
+
 // ------------------------------------------------------------ cloudevents
 
 #[test]
@@ -552,6 +648,205 @@ fn cloudevents_other_types_are_ignored_but_keep_their_id() {
             ignored: vec![ignored(IgnoreReason::NotAPush, "harbor.artifact.deleted")],
         })
     );
+}
+
+/// Headers of a binary-mode CloudEvent: `(name, value)` pairs.
+fn ce_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    headers
+}
+
+const BINARY_PUSH: [(&str, &str); 5] = [
+    ("content-type", "application/json"),
+    ("ce-specversion", "1.0"),
+    ("ce-id", "6f1c1f6e-0d7b-4c6e-9b8f-3a2d1c0b9a87"),
+    ("ce-source", "/projects/3/webhook/policies/12"),
+    ("ce-type", "harbor.artifact.pushed"),
+];
+
+/// The `data` of the structured sample: what a binary-mode body carries.
+fn sample_data() -> Vec<u8> {
+    let event: serde_json::Value =
+        serde_json::from_slice(&sample("harbor-cloudevents-push.json")).unwrap();
+    serde_json::to_vec(&event["data"]).unwrap()
+}
+
+#[test]
+fn binary_mode_cloudevents_read_like_the_structured_sample() {
+    let structured = cloudevents::parse(&sample("harbor-cloudevents-push.json")).unwrap();
+    let binary = parse(
+        PayloadFormat::Cloudevents,
+        &ce_headers(&BINARY_PUSH),
+        &sample_data(),
+    )
+    .unwrap();
+    assert_eq!(binary, structured);
+    assert_eq!(
+        binary.delivery_id.as_deref(),
+        Some("6f1c1f6e-0d7b-4c6e-9b8f-3a2d1c0b9a87")
+    );
+    assert_eq!(binary.images.len(), 1);
+}
+
+#[test]
+fn binary_mode_attributes_are_percent_decoded() {
+    let mut pairs = BINARY_PUSH;
+    pairs[2] = ("ce-id", "delivery%20one%2F%C3%A9");
+    let parsed = parse(
+        PayloadFormat::Cloudevents,
+        &ce_headers(&pairs),
+        &sample_data(),
+    )
+    .unwrap();
+    assert_eq!(parsed.delivery_id.as_deref(), Some("delivery one/é"));
+}
+
+#[test]
+fn structured_content_type_wins_over_ce_headers() {
+    // The binding: application/cloudevents+json is structured mode, whatever the headers say.
+    let mut pairs = BINARY_PUSH;
+    pairs[0] = (
+        "content-type",
+        "application/cloudevents+json; charset=utf-8",
+    );
+    let body = sample("harbor-cloudevents-push.json");
+    assert_eq!(
+        parse(PayloadFormat::Cloudevents, &ce_headers(&pairs), &body),
+        cloudevents::parse(&body)
+    );
+    // Without ce-specversion a plain JSON body is structured too.
+    assert_eq!(
+        parse(
+            PayloadFormat::Cloudevents,
+            &ce_headers(&[("content-type", "application/json")]),
+            &body
+        ),
+        cloudevents::parse(&body)
+    );
+}
+
+#[test]
+fn binary_mode_other_event_types_are_not_pushes_whatever_their_data() {
+    let mut pairs = BINARY_PUSH;
+    pairs[4] = ("ce-type", "harbor.artifact.deleted");
+    let parsed = parse(PayloadFormat::Cloudevents, &ce_headers(&pairs), b"[1,2]").unwrap();
+    assert_eq!(
+        parsed.ignored,
+        vec![ignored(IgnoreReason::NotAPush, "harbor.artifact.deleted")]
+    );
+    assert!(parsed.images.is_empty());
+}
+
+#[test]
+fn binary_mode_needs_every_required_attribute_once() {
+    for (missing, (name, _)) in BINARY_PUSH.iter().enumerate().skip(1) {
+        let pairs: Vec<(&'static str, &'static str)> = BINARY_PUSH
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != missing)
+            .map(|(_, pair)| *pair)
+            .collect();
+        if *name == "ce-specversion" {
+            // Without it the request is not binary mode at all: structured, and the data is no envelope.
+            assert_eq!(
+                parse(
+                    PayloadFormat::Cloudevents,
+                    &ce_headers(&pairs),
+                    &sample_data()
+                ),
+                Err(shape("cloudevents", "id: missing; expected a string"))
+            );
+            continue;
+        }
+        assert_eq!(
+            parse(
+                PayloadFormat::Cloudevents,
+                &ce_headers(&pairs),
+                &sample_data()
+            ),
+            Err(shape(
+                "cloudevents",
+                &format!(
+                    "header `{name}`: missing; a binary-mode CloudEvent carries ce-id, ce-source, ce-specversion and ce-type headers"
+                )
+            )),
+            "{name}"
+        );
+    }
+    let mut twice: Vec<_> = BINARY_PUSH.to_vec();
+    twice.push(("ce-id", "another"));
+    assert_eq!(
+        parse(
+            PayloadFormat::Cloudevents,
+            &ce_headers(&twice),
+            &sample_data()
+        ),
+        Err(shape("cloudevents", "header `ce-id`: sent more than once"))
+    );
+    let mut empty = BINARY_PUSH;
+    empty[3] = ("ce-source", "");
+    assert_eq!(
+        parse(
+            PayloadFormat::Cloudevents,
+            &ce_headers(&empty),
+            &sample_data()
+        ),
+        Err(shape(
+            "cloudevents",
+            "header `ce-source`: must not be empty"
+        ))
+    );
+    let mut old = BINARY_PUSH;
+    old[1] = ("ce-specversion", "0.3");
+    assert_eq!(
+        parse(
+            PayloadFormat::Cloudevents,
+            &ce_headers(&old),
+            &sample_data()
+        ),
+        Err(shape(
+            "cloudevents",
+            "header `ce-specversion`: \"0.3\" is not a CloudEvents version this bridge reads; send 1.0"
+        ))
+    );
+    let mut broken = BINARY_PUSH;
+    broken[2] = ("ce-id", "bad%zz");
+    assert_eq!(
+        parse(
+            PayloadFormat::Cloudevents,
+            &ce_headers(&broken),
+            &sample_data()
+        ),
+        Err(shape(
+            "cloudevents",
+            "header `ce-id`: is not percent-encoded UTF-8"
+        ))
+    );
+}
+
+#[test]
+fn binary_mode_data_errors_name_the_path_inside_the_data() {
+    assert_eq!(
+        parse(
+            PayloadFormat::Cloudevents,
+            &ce_headers(&BINARY_PUSH),
+            br#"{"repository":{"namespace":"library","name":"nginx"},"resources":[{"tag":1}]}"#
+        ),
+        Err(shape(
+            "cloudevents",
+            "resources[0].tag: expected a string, found a number"
+        ))
+    );
+    assert!(matches!(
+        parse(PayloadFormat::Cloudevents, &ce_headers(&BINARY_PUSH), b"{"),
+        Err(PayloadError::Json(_))
+    ));
 }
 
 // ----------------------------------------------------------- distribution

@@ -105,6 +105,46 @@ fn vector_now(v: &Vector) -> i64 {
     v.timestamp.parse().expect("vector timestamp")
 }
 
+// ------------------------------------------------------- before the body
+
+#[test]
+fn only_the_token_scheme_decides_before_the_body() {
+    let token = verifier(VerifyScheme::Token, &["t"]);
+    assert_eq!(
+        token.verify_before_body(&headers(&[("authorization", "t")]), 0),
+        Ok(Some(Verified { delivery_id: None }))
+    );
+    assert_eq!(
+        token
+            .verify_before_body(&headers(&[("authorization", "x")]), 0)
+            .map_err(|e| e.code()),
+        Err("bad_token")
+    );
+    let hmac = verifier(VerifyScheme::HmacSha256, &["k"]);
+    let well_formed = format!("sha256={}", "0".repeat(64));
+    assert_eq!(
+        hmac.verify_before_body(&headers(&[("x-hub-signature-256", well_formed)]), 0),
+        Ok(None)
+    );
+    assert_eq!(
+        hmac.verify_before_body(&HeaderMap::new(), 0)
+            .map_err(|e| e.code()),
+        Err("missing_header")
+    );
+    let v = vector();
+    let standard = verifier(VerifyScheme::StandardWebhooks, &[&v.secret]);
+    assert_eq!(
+        standard.verify_before_body(&vector_headers(&v), vector_now(&v)),
+        Ok(None)
+    );
+    assert_eq!(
+        standard
+            .verify_before_body(&vector_headers(&v), vector_now(&v) + 301)
+            .map_err(|e| e.code()),
+        Err("stale_timestamp")
+    );
+}
+
 // ---------------------------------------------------------------- token
 
 #[test]
@@ -717,6 +757,28 @@ proptest! {
         }
     }
 
+    /// The check made before the body is read agrees with the full one: it
+    /// refuses exactly with the error the full check would give, and a
+    /// final verdict (token) is the full check's verdict.
+    #[test]
+    fn checking_before_the_body_agrees_with_the_full_check(
+        headers in header_set(),
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        now in any::<i64>(),
+    ) {
+        for (settings, verifier) in all_schemes() {
+            let full = verifier.verify(&headers, &body, now);
+            match verifier.verify_before_body(&headers, now) {
+                Err(error) => prop_assert_eq!(full, Err(error)),
+                Ok(Some(verified)) => {
+                    prop_assert_eq!(settings.scheme, VerifyScheme::Token);
+                    prop_assert_eq!(full, Ok(verified));
+                }
+                Ok(None) => prop_assert_ne!(settings.scheme, VerifyScheme::Token),
+            }
+        }
+    }
+
     #[test]
     fn signed_requests_verify_and_any_changed_body_byte_fails(
         body in proptest::collection::vec(any::<u8>(), 1..512),
@@ -727,6 +789,7 @@ proptest! {
     ) {
         for (settings, verifier) in all_schemes() {
             let sent = headers(&sign_headers(&typed(&settings), &body, now, &message_id));
+            prop_assert!(verifier.verify_before_body(&sent, now).is_ok());
             let verified = verifier.verify(&sent, &body, now);
             let expected_id = (settings.scheme == VerifyScheme::StandardWebhooks)
                 .then(|| message_id.clone());
