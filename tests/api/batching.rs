@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
 
 async fn hss() -> FakeHss {
     FakeHss::start(AK, SK).await
@@ -168,7 +168,10 @@ async fn unavailable_twice_then_accepted_delivers_once() {
     );
     for request in &requests {
         assert!(
-            matches!(request.verdict, crate::fake_hss::Verdict::Signed { .. }),
+            matches!(
+                request.verdict,
+                crate::common::fake_hss::Verdict::Signed { .. }
+            ),
             "every attempt is signed: {:?}",
             request.verdict
         );

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::process::{BridgeProcess, free_port};
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::process::{BridgeProcess, free_port};
 
 fn config(port: u16, hss: &str, db: &std::path::Path) -> String {
     let base = base_config(hss, &format!("sqlite://{}", db.display()));

@@ -14,8 +14,8 @@ use swr_scan_bridge::hss::{HssClient, ScanOutcome, ScanSender};
 use swr_scan_bridge::store::BatchImage;
 use wiremock::ResponseTemplate;
 
-use crate::fake_hss::{FakeHss, Reply, Verdict};
-use crate::fake_issuers::{FakeIam, FakeMetadata, IamUser};
+use crate::common::fake_hss::{FakeHss, Reply, Verdict};
+use crate::common::fake_issuers::{FakeIam, FakeMetadata, IamUser};
 
 const PROJECT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const AK: &str = "HPUAEXAMPLEAKID0EXAM";

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::prometheus_text::{Labels, Scrape, labels_of};
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::prometheus_text::{Labels, Scrape, labels_of};
 
 const PREFIX: &str = "swr_scan_bridge_";
 

@@ -17,8 +17,8 @@ use tokio::process::{Child, Command};
 use swr_scan_bridge::store::Store;
 use swr_scan_bridge::store::sqlite::SqliteStore;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_swr-scan-bridge");
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::postgres_support::{FreshDatabase, PrivateCluster};
-use crate::process::{BridgeProcess, free_port};
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::postgres_support::{FreshDatabase, PrivateCluster};
+use crate::common::process::{BridgeProcess, free_port};
 
 fn replica_config(port: u16, hss: &str, store_url: &str, window_ms: u64) -> String {
     base_config(hss, store_url)

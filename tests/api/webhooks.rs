@@ -4,7 +4,7 @@ use serde_json::Value;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::common::helpers::*;
 
 /// An HSS that is never reached in these tests (windows are a minute long),
 /// but must exist for the app to start.

@@ -11,10 +11,10 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fake_hss::FakeHss;
-use crate::helpers::*;
-use crate::raw_http::{RawResponse, connect, exchange, read_response, request};
-use crate::support::*;
+use crate::common::fake_hss::FakeHss;
+use crate::common::helpers::*;
+use crate::reliability::raw_http::{RawResponse, connect, exchange, read_response, request};
+use crate::reliability::support::*;
 
 const MIB: usize = 1024 * 1024;
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::process::{BridgeProcess, free_port};
-use crate::support::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::process::{BridgeProcess, free_port};
+use crate::reliability::support::*;
 
 const KILLS: usize = 10;
 /// How long each life of the bridge lasts before its SIGKILL: uneven, so the

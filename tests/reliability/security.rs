@@ -10,9 +10,9 @@ use futures_util::future::join_all;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::support::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::reliability::support::*;
 
 const ADMIN_ROUTES: [(&str, &str); 4] = [
     ("GET", "/admin/pending"),
@@ -270,7 +270,7 @@ fn read_source(path: &str) -> String {
 /// assertions: they would be flaky; this fails if a plain `==` creeps in).
 #[test]
 fn secret_comparisons_go_through_constant_time_equality() {
-    let verify = read_source("intake/verify.rs");
+    let verify = read_source("intake/verify/mod.rs");
     let token = function_text(&verify, "verify_token");
     assert!(token.contains(".ct_eq("), "{token}");
     assert!(

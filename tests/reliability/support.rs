@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_hss::FakeHss;
-use crate::helpers::*;
+use crate::common::fake_hss::FakeHss;
+use crate::common::helpers::*;
 
 /// The three webhook senders of the base configuration, one per scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

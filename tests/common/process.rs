@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::wait_until;
+use crate::common::helpers::wait_until;
 
 pub struct BridgeProcess {
     pub child: Child,

@@ -1,6 +1,6 @@
 //! Fake credential issuers for the fake HSS: the ECS/CCE metadata service
 //! (temporary AK/SK behind a session token) and IAM (password → token). What
-//! they issue is registered with a [`FakeHss`](crate::fake_hss::FakeHss) so it
+//! they issue is registered with a [`FakeHss`](crate::common::fake_hss::FakeHss) so it
 //! accepts exactly that; lifetimes follow a clock the test controls.
 
 // A shared fixture: every test module uses a different part of it.
@@ -16,7 +16,7 @@ use swr_scan_bridge::hss::credentials::WallClock;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::fake_hss::HssCredentials;
+use crate::common::fake_hss::HssCredentials;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
