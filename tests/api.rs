@@ -4,13 +4,18 @@
 mod common;
 
 mod api {
+    mod admin;
     mod batching;
     mod config;
     mod crash;
     mod fixtures;
+    mod health;
     mod hss_client;
-    mod operations;
-    mod real_binary;
+    mod logging;
+    mod metrics;
+
     mod replicas;
+    mod shutdown;
+    mod sign_command;
     mod webhooks;
 }

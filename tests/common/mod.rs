@@ -8,6 +8,7 @@
 pub mod fake_hss;
 pub mod fake_issuers;
 pub mod helpers;
+pub mod ops;
 pub mod postgres_support;
 pub mod process;
 pub mod prometheus_text;

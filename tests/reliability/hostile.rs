@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::fake_hss::FakeHss;
 use crate::common::helpers::*;
+use crate::common::ops::metrics_text;
 use crate::reliability::raw_http::{RawResponse, connect, exchange, read_response, request};
 use crate::reliability::support::*;
 
@@ -527,15 +528,7 @@ async fn path_tricks_in_source_names_reach_no_source_and_no_other_route() {
         assert_eq!(answer.status, 404, "{path}: {}", answer.body_text());
     }
     // Unknown names never become metric labels.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&app).await;
     for line in metrics.lines().filter(|l| l.contains("source=")) {
         assert!(
             ["swr-ee", "harbor-ce", "registry", "filtered", "unknown"]

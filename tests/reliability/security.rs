@@ -12,6 +12,7 @@ use sha2::Sha256;
 
 use crate::common::fake_hss::{FakeHss, Reply};
 use crate::common::helpers::*;
+use crate::common::ops::{admin_call, metrics_text};
 use crate::reliability::support::*;
 
 const ADMIN_ROUTES: [(&str, &str); 4] = [
@@ -20,22 +21,6 @@ const ADMIN_ROUTES: [(&str, &str); 4] = [
     ("POST", "/admin/dead-letters/1/retry"),
     ("POST", "/admin/flush"),
 ];
-
-async fn call(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-) -> reqwest::Response {
-    let mut request = match method {
-        "GET" => app.client.get(app.url(path)),
-        _ => app.client.post(app.url(path)),
-    };
-    if let Some(value) = authorization {
-        request = request.header("Authorization", value);
-    }
-    request.send().await.expect("admin request")
-}
 
 #[tokio::test]
 async fn admin_routes_are_closed_without_the_token() {
@@ -68,7 +53,7 @@ async fn admin_routes_are_closed_without_the_token() {
     ];
     for (method, path) in ADMIN_ROUTES {
         for authorization in &wrong {
-            let response = call(&app, method, path, authorization.as_deref()).await;
+            let response = admin_call(&app, method, path, authorization.as_deref()).await;
             assert_eq!(
                 response.status(),
                 401,
@@ -91,7 +76,7 @@ async fn admin_routes_are_closed_without_the_token() {
     );
     assert_eq!(app.pending_count().await, 1);
     let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let response = call(&app, "GET", "/admin/pending", Some(&bearer)).await;
+    let response = admin_call(&app, "GET", "/admin/pending", Some(&bearer)).await;
     assert_eq!(response.status(), 200);
     app.stop().await;
 
@@ -99,7 +84,7 @@ async fn admin_routes_are_closed_without_the_token() {
     let app = spawn_app_with(&hss.uri(), |s| s.server.admin_token = None).await;
     for (method, path) in ADMIN_ROUTES {
         for authorization in [None, Some(bearer.as_str())] {
-            let response = call(&app, method, path, authorization).await;
+            let response = admin_call(&app, method, path, authorization).await;
             assert_eq!(response.status(), 404, "{method} {path}");
             let body: serde_json::Value = response.json().await.expect("json");
             assert_eq!(body["error"], "admin_disabled");
@@ -187,7 +172,7 @@ async fn no_secret_appears_in_any_answer_or_in_the_metrics() {
     answers.push(("hmac wrong".into(), transcript(response).await));
 
     for (method, path) in ADMIN_ROUTES {
-        let response = call(&app, method, path, Some(&format!("Bearer {TOKEN_NEW}"))).await;
+        let response = admin_call(&app, method, path, Some(&format!("Bearer {TOKEN_NEW}"))).await;
         answers.push((format!("admin {path}"), transcript(response).await));
     }
     let response = app.post_webhook("nope", &harbor, &token(TOKEN_NEW)).await;
@@ -385,15 +370,7 @@ async fn the_per_source_rate_limit_answers_429() {
         results.iter().all(|r| r.3 == 202),
         "another source is not limited by this one's budget"
     );
-    let scrape = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scrape = metrics_text(&app).await;
     let counted = scrape
         .lines()
         .find(|line| {
