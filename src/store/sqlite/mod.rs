@@ -45,7 +45,7 @@ use super::{
     BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued,
     Millis, PendingImage, Store, StoreError, StoreStats,
 };
-use crate::domain::{ImageRef, ScanTarget};
+use crate::domain::ScanTarget;
 
 mod admin;
 mod claim;
@@ -59,15 +59,14 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-use admin::retry_dead_letter;
+use admin::{dead_letters, pending, prune_deliveries, retry_dead_letter, stats};
 use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, configure_connection, take_turn};
 use enqueue::commit_group;
 use errors::{panic_reason, sql_failure};
 use group_commit::{EnqueueJob, GroupCommit};
 use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
-use rows::{count_at, images_from_json, partition_at, sql_count};
-use settle::{complete, dead_letter};
+use settle::{complete, dead_letter, release};
 
 /// The SQLite [`Store`]. Cheap to share behind an `Arc`; drop it inside the
 /// tokio runtime (its connections close on blocking threads).
@@ -350,14 +349,7 @@ impl Store for SqliteStore {
         let last_error = last_error.to_string();
         let released = self
             .write("release_for_retry", move |conn| {
-                // Owner and attempt together name one lease: a stale handle, even
-                // one from the same owner after its lease ran out, changes nothing.
-                conn.prepare_cached(
-                    "UPDATE batches
-                     SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
-                     WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
-                )?
-                .execute((batch_id, &owner, attempt, not_before, &last_error))
+                release(conn, batch_id, &owner, attempt, not_before, &last_error)
             })
             .await?;
         if released == 0 {
@@ -386,55 +378,12 @@ impl Store for SqliteStore {
     }
 
     async fn pending(&self, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
-        self.run("pending", move |conn| {
-            conn.prepare_cached(
-                "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
-                        instance_url, enqueued_at, batch_id
-                 FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
-            )?
-            .query_map([sql_count(limit)], |row| {
-                Ok(PendingImage {
-                    partition: partition_at(row, 0)?,
-                    image: ImageRef::new(
-                        row.get::<_, String>(3)?,
-                        row.get::<_, String>(4)?,
-                        row.get::<_, String>(5)?,
-                    ),
-                    instance_url: row.get(6)?,
-                    enqueued_at: row.get(7)?,
-                    batch_id: row.get(8)?,
-                })
-            })?
-            .collect()
-        })
-        .await
+        self.run("pending", move |conn| pending(conn, limit)).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.run("dead_letters", move |conn| {
-            conn.prepare_cached(
-                "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
-                        error_code, error_msg, request_id, attempts, failed_at
-                 FROM dead_letters ORDER BY id DESC LIMIT ?1",
-            )?
-            .query_map([sql_count(limit)], |row| {
-                Ok(DeadLetter {
-                    id: row.get(0)?,
-                    partition: partition_at(row, 1)?,
-                    images: images_from_json(row, 4)?,
-                    cause: DeadLetterCause {
-                        http_status: row.get(5)?,
-                        error_code: row.get(6)?,
-                        error_msg: row.get(7)?,
-                        request_id: row.get(8)?,
-                    },
-                    attempts: row.get(9)?,
-                    failed_at: row.get(10)?,
-                })
-            })?
-            .collect()
-        })
-        .await
+        self.run("dead_letters", move |conn| dead_letters(conn, limit))
+            .await
     }
 
     async fn retry_dead_letter(
@@ -449,30 +398,13 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.run("stats", |conn| {
-            conn.prepare_cached(
-                "SELECT (SELECT COUNT(*) FROM pending_images),
-                        (SELECT MIN(enqueued_at) FROM pending_images),
-                        (SELECT COUNT(*) FROM batches WHERE lease_until IS NOT NULL),
-                        (SELECT COUNT(*) FROM dead_letters)",
-            )?
-            .query_row([], |row| {
-                Ok(StoreStats {
-                    pending_images: count_at(row, 0)?,
-                    oldest_enqueued_at: row.get(1)?,
-                    batches_in_flight: count_at(row, 2)?,
-                    dead_letters: count_at(row, 3)?,
-                })
-            })
-        })
-        .await
+        self.run("stats", stats).await
     }
 
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError> {
         let pruned = self
             .write("prune_deliveries", move |conn| {
-                conn.prepare_cached("DELETE FROM deliveries WHERE seen_at < ?1")?
-                    .execute([cutoff])
+                prune_deliveries(conn, cutoff)
             })
             .await?;
         Ok(u64::try_from(pruned).unwrap_or(u64::MAX))

@@ -1,4 +1,5 @@
-//! Ending a batch: HSS accepted it, or refused it for good.
+//! Ending a lease: HSS accepted the batch, refused it for good, or failed in
+//! a way worth retrying.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -73,4 +74,24 @@ pub(super) fn dead_letter(
         .execute([batch_id])?;
     tx.commit()?;
     Ok(Some(letter_id))
+}
+
+/// Gives up the lease so the batch is claimed again at `not_before`; the
+/// number of batches released (0 when the lease was no longer this one).
+pub(super) fn release(
+    conn: &mut Connection,
+    batch_id: i64,
+    owner: &str,
+    attempt: u32,
+    not_before: Millis,
+    last_error: &str,
+) -> rusqlite::Result<usize> {
+    // Owner and attempt together name one lease: a stale handle, even
+    // one from the same owner after its lease ran out, changes nothing.
+    conn.prepare_cached(
+        "UPDATE batches
+         SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
+         WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
+    )?
+    .execute((batch_id, owner, attempt, not_before, last_error))
 }
