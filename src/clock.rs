@@ -37,12 +37,6 @@ impl Clock {
     pub fn now_ms(&self) -> Millis {
         self.origin_wall_ms + self.origin.elapsed().as_millis() as Millis
     }
-
-    /// The tokio instant at which the clock reads `wall_ms`.
-    pub fn instant_at(&self, wall_ms: Millis) -> Instant {
-        let offset = wall_ms.saturating_sub(self.origin_wall_ms).max(0) as u64;
-        self.origin + std::time::Duration::from_millis(offset)
-    }
 }
 
 impl Default for Clock {
