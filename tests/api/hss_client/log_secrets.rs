@@ -35,6 +35,13 @@ impl LogBuffer {
 // where the thread-local subscriber below sees it.
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_reaches_the_logs_in_any_auth_mode() {
+    // tracing caches each callsite's interest once, process-wide. While this
+    // test's scoped subscriber is the only dispatcher, a callsite first reached
+    // by a concurrent test (a thread without a subscriber) is cached as
+    // "never" and its events would not reach this test. A global subscriber
+    // that records nothing makes every registration ask all dispatchers,
+    // this one included. (Another test may have installed one first: fine.)
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let logs = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
