@@ -50,8 +50,8 @@ pub(super) fn retry_dead_letter(
 pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<PendingImage>> {
     conn.prepare_cached(
         "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
-                instance_url, enqueued_at, batch_id
-         FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
+                        instance_url, enqueued_at, batch_id
+                 FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
     )?
     .query_map([sql_count(limit)], |row| {
         Ok(PendingImage {
@@ -75,8 +75,8 @@ pub(super) fn dead_letters(
 ) -> rusqlite::Result<Vec<DeadLetter>> {
     conn.prepare_cached(
         "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
-                error_code, error_msg, request_id, attempts, failed_at
-         FROM dead_letters ORDER BY id DESC LIMIT ?1",
+                        error_code, error_msg, request_id, attempts, failed_at
+                 FROM dead_letters ORDER BY id DESC LIMIT ?1",
     )?
     .query_map([sql_count(limit)], |row| {
         Ok(DeadLetter {
@@ -99,9 +99,9 @@ pub(super) fn dead_letters(
 pub(super) fn stats(conn: &mut Connection) -> rusqlite::Result<StoreStats> {
     conn.prepare_cached(
         "SELECT (SELECT COUNT(*) FROM pending_images),
-                (SELECT MIN(enqueued_at) FROM pending_images),
-                (SELECT COUNT(*) FROM batches WHERE lease_until IS NOT NULL),
-                (SELECT COUNT(*) FROM dead_letters)",
+                        (SELECT MIN(enqueued_at) FROM pending_images),
+                        (SELECT COUNT(*) FROM batches WHERE lease_until IS NOT NULL),
+                        (SELECT COUNT(*) FROM dead_letters)",
     )?
     .query_row([], |row| {
         Ok(StoreStats {

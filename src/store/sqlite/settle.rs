@@ -90,8 +90,8 @@ pub(super) fn release(
     // one from the same owner after its lease ran out, changes nothing.
     conn.prepare_cached(
         "UPDATE batches
-         SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
-         WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
+                     SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
+                     WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
     )?
     .execute((batch_id, owner, attempt, not_before, last_error))
 }
