@@ -1,6 +1,7 @@
 //! The executable contract of [`Store`]: every backend runs this suite against
-//! fresh, empty stores (`make` must give a new one each call). Public so that
-//! the PostgreSQL integration tests can run it too.
+//! fresh, empty stores (`make` must give a new one each call). Public behind the
+//! `test-support` feature so that the PostgreSQL integration tests run it too;
+//! never part of a release build.
 
 use std::future::Future;
 

@@ -2,7 +2,8 @@
 //!
 //! Everything the bridge has acknowledged lives here until HSS has accepted it,
 //! so a crash anywhere loses nothing. Two backends implement [`Store`] with the
-//! same semantics (checked by the shared [`conformance`] suite):
+//! same semantics (checked by the shared `conformance` suite, compiled for
+//! tests and the `test-support` feature only):
 //! SQLite for one instance, PostgreSQL for replicas behind a load balancer.
 //!
 //! Semantics every backend keeps:
@@ -24,6 +25,7 @@ use crate::domain::{ImageRef, Partition, ScanTarget};
 // so that store code keeps naming them from here.
 pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod memory;
 pub mod postgres;

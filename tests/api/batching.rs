@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
 
 async fn hss() -> FakeHss {
     FakeHss::start(AK, SK).await
@@ -168,7 +168,10 @@ async fn unavailable_twice_then_accepted_delivers_once() {
     );
     for request in &requests {
         assert!(
-            matches!(request.verdict, crate::fake_hss::Verdict::Signed { .. }),
+            matches!(
+                request.verdict,
+                crate::common::fake_hss::Verdict::Signed { .. }
+            ),
             "every attempt is signed: {:?}",
             request.verdict
         );
@@ -317,7 +320,7 @@ async fn with_scan_tasks_the_same_batches_go_to_the_successor_api_signed() {
     assert!(hss.requests_with_bad_signature().is_empty());
     let mut registry_types = BTreeSet::new();
     for request in &requests {
-        assert_eq!(request.api, crate::fake_hss::Api::ScanTasks);
+        assert_eq!(request.api, crate::common::fake_hss::Api::ScanTasks);
         assert_eq!(request.problems, Vec::<String>::new());
         assert_eq!(request.status, 200);
         assert_eq!(
@@ -368,7 +371,7 @@ async fn with_scan_tasks_the_same_batches_go_to_the_successor_api_signed() {
         .text()
         .await
         .expect("metrics text");
-    let scrape = crate::prometheus_text::Scrape::parse(&text).expect("Prometheus text");
+    let scrape = crate::common::prometheus_text::Scrape::parse(&text).expect("Prometheus text");
     for family in [
         "swr_scan_bridge_hss_requests_total",
         "swr_scan_bridge_hss_request_duration_seconds_count",

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::process::{BridgeProcess, free_port};
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::process::{BridgeProcess, free_port};
 
 fn config(port: u16, hss: &str, db: &std::path::Path) -> String {
     let base = base_config(hss, &format!("sqlite://{}", db.display()));
@@ -48,13 +48,7 @@ async fn every_acknowledged_image_survives_a_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bridge.db");
     let port = free_port();
-    let mut bridge = BridgeProcess::start(
-        dir.path(),
-        &config(port, &hss.uri(), &db),
-        port,
-        "first.log",
-    )
-    .await;
+    let mut bridge = BridgeProcess::start_in(dir.path(), &config(port, &hss.uri(), &db), &[]).await;
 
     let client = reqwest::Client::new();
     let send = |tag: String| {
@@ -94,7 +88,7 @@ async fn every_acknowledged_image_survives_a_sigkill() {
         .into_iter()
         .flatten()
         .collect();
-    bridge.kill();
+    bridge.kill().await;
     let acknowledged: BTreeSet<String> = first_burst.into_iter().chain(second_burst).collect();
     assert!(acknowledged.len() >= 60);
     let before_restart = delivered_tags(&hss);
@@ -103,13 +97,7 @@ async fn every_acknowledged_image_survives_a_sigkill() {
         "the crash must leave work behind for the test to mean anything"
     );
 
-    let restarted = BridgeProcess::start(
-        dir.path(),
-        &config(port, &hss.uri(), &db),
-        port,
-        "second.log",
-    )
-    .await;
+    let restarted = BridgeProcess::start_in(dir.path(), &config(port, &hss.uri(), &db), &[]).await;
     wait_until(
         Duration::from_secs(30),
         "every acknowledged image delivered",

@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::postgres_support::{FreshDatabase, PrivateCluster};
-use crate::process::{BridgeProcess, free_port};
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::postgres_support::{FreshDatabase, PrivateCluster};
+use crate::common::process::{BridgeProcess, free_port};
 
 fn replica_config(port: u16, hss: &str, store_url: &str, window_ms: u64) -> String {
     base_config(hss, store_url)
@@ -32,13 +32,11 @@ async fn start_replicas(
 ) -> (Vec<BridgeProcess>, Vec<tempfile::TempDir>) {
     let mut replicas = Vec::new();
     let mut dirs = Vec::new();
-    for index in 0..count {
+    for _ in 0..count {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = replica_config(port, &hss.uri(), store_url, window_ms);
-        replicas.push(
-            BridgeProcess::start(dir.path(), &config, port, &format!("replica-{index}.log")).await,
-        );
+        replicas.push(BridgeProcess::start_in(dir.path(), &config, &[]).await);
         dirs.push(dir);
     }
     (replicas, dirs)
@@ -186,9 +184,9 @@ async fn a_replica_killed_mid_flush_has_its_batch_delivered_by_another() {
         .expect("pid in lease owner");
     let victim = replicas
         .iter()
-        .position(|r| r.child.id() == pid)
+        .position(|r| r.pid() == Some(pid))
         .expect("the lease owner is one of our replicas");
-    replicas[victim].kill();
+    replicas[victim].kill().await;
 
     wait_until(
         Duration::from_secs(20),

@@ -1,21 +1,10 @@
 //! `POST /webhooks/{source}`: every sample, every scheme, every answer of the contract.
 
 use serde_json::Value;
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-use crate::helpers::*;
-
-/// An HSS that is never reached in these tests (windows are a minute long),
-/// but must exist for the app to start.
-async fn quiet_hss() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
+use crate::common::helpers::*;
+use crate::common::ops::quiet_hss;
 
 async fn spawn() -> (TestApp, MockServer) {
     let hss = quiet_hss().await;

@@ -17,8 +17,8 @@ use swr_scan_bridge::hss::errors::parse_retry_after;
 use swr_scan_bridge::hss::{HssClient, ScanOutcome, ScanSender};
 use swr_scan_bridge::store::BatchImage;
 
-use crate::helpers::*;
-use crate::support::Summary;
+use crate::common::helpers::*;
+use crate::reliability::support::Summary;
 
 const MIB: usize = 1024 * 1024;
 

@@ -10,9 +10,9 @@ use futures_util::future::join_all;
 use serde_json::json;
 use swr_scan_bridge::config::RawSettings;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::support::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::reliability::support::*;
 
 /// One source, hence one partition (by enterprise project), per index.
 const PARTITIONS: usize = 24;

@@ -15,9 +15,9 @@ use swr_scan_bridge::hss::{ScanOutcome, ScanSender};
 use swr_scan_bridge::startup::Application;
 use swr_scan_bridge::store::BatchImage;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::support::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::reliability::support::*;
 
 const TIMEOUT_MS: u64 = 500;
 const SLOW_REPLIES: usize = 4;
@@ -88,7 +88,8 @@ async fn answers_slower_than_the_timeout_are_retried_without_a_duplicated_succes
         late_copies <= SLOW_REPLIES * MAX_IMAGES,
         "{late_copies} images in timed-out requests"
     );
-    let retries = crate::support::metric(&app, "swr_scan_bridge_hss_retries_total").await;
+    let retries =
+        crate::reliability::support::metric(&app, "swr_scan_bridge_hss_retries_total").await;
     assert_eq!(retries as usize, SLOW_REPLIES, "one retry per timeout");
 
     summary

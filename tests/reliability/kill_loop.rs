@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::process::{BridgeProcess, free_port};
-use crate::support::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::process::{BridgeProcess, free_port};
+use crate::reliability::support::*;
 
 const KILLS: usize = 10;
 /// How long each life of the bridge lasts before its SIGKILL: uneven, so the
@@ -108,7 +108,7 @@ async fn sigkill_ten_times_under_steady_pushes_loses_no_acknowledged_image() {
     let db = dir.path().join("bridge.db");
     let port = free_port();
     let config = config(port, &hss.uri(), &db);
-    let mut bridge = BridgeProcess::start(dir.path(), &config, port, "life-0.log").await;
+    let mut bridge = BridgeProcess::start_in(dir.path(), &config, &[]).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(PushLog::default());
@@ -125,12 +125,11 @@ async fn sigkill_ten_times_under_steady_pushes_loses_no_acknowledged_image() {
         .collect();
 
     let mut logs = Vec::new();
-    for (life, lifetime) in LIFETIMES_MS.iter().enumerate() {
+    for lifetime in &LIFETIMES_MS {
         tokio::time::sleep(Duration::from_millis(*lifetime)).await;
-        bridge.kill();
+        bridge.kill().await;
         logs.push(bridge.logs());
-        bridge = BridgeProcess::start(dir.path(), &config, port, &format!("life-{}.log", life + 1))
-            .await;
+        bridge = BridgeProcess::start_in(dir.path(), &config, &[]).await;
     }
     // One more stretch of pushes on the last life, then the senders stop.
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -10,9 +10,10 @@ use futures_util::future::join_all;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::fake_hss::{FakeHss, Reply};
-use crate::helpers::*;
-use crate::support::*;
+use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::helpers::*;
+use crate::common::ops::{admin_call, metrics_text};
+use crate::reliability::support::*;
 
 const ADMIN_ROUTES: [(&str, &str); 4] = [
     ("GET", "/admin/pending"),
@@ -20,22 +21,6 @@ const ADMIN_ROUTES: [(&str, &str); 4] = [
     ("POST", "/admin/dead-letters/1/retry"),
     ("POST", "/admin/flush"),
 ];
-
-async fn call(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-) -> reqwest::Response {
-    let mut request = match method {
-        "GET" => app.client.get(app.url(path)),
-        _ => app.client.post(app.url(path)),
-    };
-    if let Some(value) = authorization {
-        request = request.header("Authorization", value);
-    }
-    request.send().await.expect("admin request")
-}
 
 #[tokio::test]
 async fn admin_routes_are_closed_without_the_token() {
@@ -68,7 +53,7 @@ async fn admin_routes_are_closed_without_the_token() {
     ];
     for (method, path) in ADMIN_ROUTES {
         for authorization in &wrong {
-            let response = call(&app, method, path, authorization.as_deref()).await;
+            let response = admin_call(&app, method, path, authorization.as_deref()).await;
             assert_eq!(
                 response.status(),
                 401,
@@ -91,7 +76,7 @@ async fn admin_routes_are_closed_without_the_token() {
     );
     assert_eq!(app.pending_count().await, 1);
     let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let response = call(&app, "GET", "/admin/pending", Some(&bearer)).await;
+    let response = admin_call(&app, "GET", "/admin/pending", Some(&bearer)).await;
     assert_eq!(response.status(), 200);
     app.stop().await;
 
@@ -99,32 +84,13 @@ async fn admin_routes_are_closed_without_the_token() {
     let app = spawn_app_with(&hss.uri(), |s| s.server.admin_token = None).await;
     for (method, path) in ADMIN_ROUTES {
         for authorization in [None, Some(bearer.as_str())] {
-            let response = call(&app, method, path, authorization).await;
+            let response = admin_call(&app, method, path, authorization).await;
             assert_eq!(response.status(), 404, "{method} {path}");
             let body: serde_json::Value = response.json().await.expect("json");
             assert_eq!(body["error"], "admin_disabled");
         }
     }
     app.stop().await;
-}
-
-/// Every configured secret, in the forms it could leak in.
-fn secrets() -> Vec<String> {
-    let mut all: Vec<String> = [
-        TOKEN_OLD,
-        TOKEN_NEW,
-        WHSEC_A,
-        WHSEC_B,
-        HMAC_SECRET,
-        ADMIN_TOKEN,
-        SK,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.push(WHSEC_A.trim_start_matches("whsec_").to_string());
-    all.push(WHSEC_B.trim_start_matches("whsec_").to_string());
-    all
 }
 
 async fn transcript(response: reqwest::Response) -> String {
@@ -187,7 +153,7 @@ async fn no_secret_appears_in_any_answer_or_in_the_metrics() {
     answers.push(("hmac wrong".into(), transcript(response).await));
 
     for (method, path) in ADMIN_ROUTES {
-        let response = call(&app, method, path, Some(&format!("Bearer {TOKEN_NEW}"))).await;
+        let response = admin_call(&app, method, path, Some(&format!("Bearer {TOKEN_NEW}"))).await;
         answers.push((format!("admin {path}"), transcript(response).await));
     }
     let response = app.post_webhook("nope", &harbor, &token(TOKEN_NEW)).await;
@@ -231,7 +197,7 @@ async fn no_secret_appears_in_any_answer_or_in_the_metrics() {
     assert!(answers.iter().any(|(_, text)| text.contains("HSS.1001")));
 
     let mut checked = 0;
-    for secret in secrets().iter().chain(&derived) {
+    for secret in base_config_secrets().iter().chain(&derived) {
         for (case, text) in &answers {
             assert!(
                 !text.contains(secret.as_str()),
@@ -242,7 +208,7 @@ async fn no_secret_appears_in_any_answer_or_in_the_metrics() {
     }
     summary
         .count("answers_checked", answers.len())
-        .count("secret_forms", secrets().len() + derived.len())
+        .count("secret_forms", base_config_secrets().len() + derived.len())
         .count("comparisons", checked)
         .print();
     app.stop().await;
@@ -270,7 +236,7 @@ fn read_source(path: &str) -> String {
 /// assertions: they would be flaky; this fails if a plain `==` creeps in).
 #[test]
 fn secret_comparisons_go_through_constant_time_equality() {
-    let verify = read_source("intake/verify.rs");
+    let verify = read_source("intake/verify/mod.rs");
     let token = function_text(&verify, "verify_token");
     assert!(token.contains(".ct_eq("), "{token}");
     assert!(
@@ -390,15 +356,7 @@ async fn the_per_source_rate_limit_answers_429() {
         results.iter().all(|r| r.3 == 202),
         "another source is not limited by this one's budget"
     );
-    let scrape = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scrape = metrics_text(&app).await;
     let counted = scrape
         .lines()
         .find(|line| {

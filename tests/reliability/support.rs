@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_hss::FakeHss;
-use crate::helpers::*;
+use crate::common::fake_hss::FakeHss;
+use crate::common::helpers::*;
+use crate::common::ops::metrics_text;
 
 /// The three webhook senders of the base configuration, one per scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,16 +176,9 @@ pub fn requests_with_repeats(hss: &FakeHss) -> usize {
 
 /// The value of an unlabelled sample in a Prometheus text scrape.
 pub async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
+    metrics_text(app)
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }

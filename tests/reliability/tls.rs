@@ -20,8 +20,8 @@ use swr_scan_bridge::domain::{ImageRef, ImageType, Partition};
 use swr_scan_bridge::hss::{HssClient, ScanOutcome, ScanSender};
 use swr_scan_bridge::store::BatchImage;
 
-use crate::helpers::*;
-use crate::support::Summary;
+use crate::common::helpers::*;
+use crate::reliability::support::Summary;
 
 const CERT: &[u8] = include_bytes!("fixtures/self-signed-cert.der");
 const KEY: &[u8] = include_bytes!("fixtures/self-signed-key.der");

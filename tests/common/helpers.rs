@@ -24,6 +24,26 @@ pub const SK: &str = "ExampleSecretKeyDoNotUse0123456789abcdef";
 pub const PROJECT_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 pub const INSTANCE_ID: &str = "4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6";
 
+/// Every secret of [`base_config`], as the texts that must never show: each
+/// value, and the key material of the whsec secrets without their prefix.
+pub fn base_config_secrets() -> Vec<String> {
+    let mut all: Vec<String> = [
+        TOKEN_OLD,
+        TOKEN_NEW,
+        WHSEC_A,
+        WHSEC_B,
+        HMAC_SECRET,
+        ADMIN_TOKEN,
+        SK,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.push(WHSEC_A.trim_start_matches("whsec_").to_string());
+    all.push(WHSEC_B.trim_start_matches("whsec_").to_string());
+    all
+}
+
 /// A configuration with four sources:
 /// - `swr-ee`: harbor payloads, instance images, token scheme (two tokens: rotation);
 /// - `harbor-ce`: CloudEvents, private images, standard-webhooks (two secrets);

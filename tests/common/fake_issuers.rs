@@ -1,6 +1,6 @@
 //! Fake credential issuers for the fake HSS: the ECS/CCE metadata service
 //! (temporary AK/SK behind a session token) and IAM (password → token). What
-//! they issue is registered with a [`FakeHss`](crate::fake_hss::FakeHss) so it
+//! they issue is registered with a [`FakeHss`](crate::common::fake_hss::FakeHss) so it
 //! accepts exactly that; lifetimes follow a clock the test controls.
 
 // A shared fixture: every test module uses a different part of it.
@@ -16,7 +16,7 @@ use swr_scan_bridge::hss::credentials::WallClock;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::fake_hss::HssCredentials;
+use crate::common::fake_hss::HssCredentials;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -45,7 +45,7 @@ pub struct IssuedKey {
 struct MetadataState {
     hss: HssCredentials,
     clock: Arc<dyn WallClock>,
-    lifetime: Mutex<Duration>,
+    lifetime: Duration,
     sessions: Mutex<Vec<String>>,
     /// Sessions still valid (a restart of the service forgets them).
     live_sessions: Mutex<Vec<String>>,
@@ -67,7 +67,7 @@ impl FakeMetadata {
         let state = Arc::new(MetadataState {
             hss,
             clock,
-            lifetime: Mutex::new(lifetime),
+            lifetime,
             sessions: Mutex::default(),
             live_sessions: Mutex::default(),
             keys: Mutex::default(),
@@ -90,10 +90,6 @@ impl FakeMetadata {
     /// Base URL for `hss.metadata_url`.
     pub fn uri(&self) -> String {
         self.server.uri()
-    }
-
-    pub fn set_lifetime(&self, lifetime: Duration) {
-        *lock(&self.state.lifetime) = lifetime;
     }
 
     /// Session tokens handed out, in order.
@@ -155,7 +151,7 @@ impl Respond for SecurityKeyResponder {
             access: format!("TMPAK{n:015}"),
             secret: format!("temporary-secret-{n}-do-not-log"),
             security_token: format!("gQpzZWN1cml0eS10b2tlbi0{n}+/=="),
-            expires_at: after(self.0.clock.as_ref(), *lock(&self.0.lifetime)),
+            expires_at: after(self.0.clock.as_ref(), self.0.lifetime),
         };
         self.0
             .hss
@@ -186,7 +182,7 @@ struct IamState {
     hss: HssCredentials,
     clock: Arc<dyn WallClock>,
     user: IamUser,
-    lifetime: Mutex<Duration>,
+    lifetime: Duration,
     register_with_hss: Mutex<bool>,
     tokens: Mutex<Vec<String>>,
     script: Mutex<VecDeque<ResponseTemplate>>,
@@ -210,7 +206,7 @@ impl FakeIam {
             hss,
             clock,
             user,
-            lifetime: Mutex::new(lifetime),
+            lifetime,
             register_with_hss: Mutex::new(true),
             tokens: Mutex::default(),
             script: Mutex::default(),
@@ -278,7 +274,7 @@ impl Respond for TokenResponder {
         }
         tokens.push(token.clone());
         let now = self.0.clock.now();
-        let expires_at = after(self.0.clock.as_ref(), *lock(&self.0.lifetime));
+        let expires_at = after(self.0.clock.as_ref(), self.0.lifetime);
         ResponseTemplate::new(201)
             .insert_header("X-Subject-Token", token.as_str())
             .set_body_json(json!({

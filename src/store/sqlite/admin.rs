@@ -1,0 +1,119 @@
+//! What operators see and do (`/admin/*`, `/readyz`, metrics): listings,
+//! stats, dead-letter retry, pruning of old delivery ids.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::connection::immediate;
+use super::enqueue::insert_unbatched;
+use super::rows::{count_at, images_from_json, partition_at, sql_count};
+use crate::domain::ImageRef;
+use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
+
+pub(super) fn retry_dead_letter(
+    conn: &mut Connection,
+    letter_id: i64,
+    now: Millis,
+) -> rusqlite::Result<Option<EnqueueCounts>> {
+    let tx = immediate(conn)?;
+    let letter = tx
+        .prepare_cached(
+            "SELECT image_type, instance_id, enterprise_project_id, images
+             FROM dead_letters WHERE id = ?1",
+        )?
+        .query_row([letter_id], |row| {
+            Ok((partition_at(row, 0)?, images_from_json(row, 3)?))
+        })
+        .optional()?;
+    let Some((partition, images)) = letter else {
+        return Ok(None);
+    };
+    let mut counts = EnqueueCounts::default();
+    for image in &images {
+        if insert_unbatched(
+            &tx,
+            &partition,
+            &image.image,
+            image.instance_url.as_deref(),
+            now,
+        )? {
+            counts.accepted += 1;
+        } else {
+            counts.duplicates += 1;
+        }
+    }
+    tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+        .execute([letter_id])?;
+    tx.commit()?;
+    Ok(Some(counts))
+}
+
+pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<PendingImage>> {
+    conn.prepare_cached(
+        "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
+                        instance_url, enqueued_at, batch_id
+                 FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
+    )?
+    .query_map([sql_count(limit)], |row| {
+        Ok(PendingImage {
+            partition: partition_at(row, 0)?,
+            image: ImageRef::new(
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+            ),
+            instance_url: row.get(6)?,
+            enqueued_at: row.get(7)?,
+            batch_id: row.get(8)?,
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn dead_letters(
+    conn: &mut Connection,
+    limit: usize,
+) -> rusqlite::Result<Vec<DeadLetter>> {
+    conn.prepare_cached(
+        "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
+                        error_code, error_msg, request_id, attempts, failed_at
+                 FROM dead_letters ORDER BY id DESC LIMIT ?1",
+    )?
+    .query_map([sql_count(limit)], |row| {
+        Ok(DeadLetter {
+            id: row.get(0)?,
+            partition: partition_at(row, 1)?,
+            images: images_from_json(row, 4)?,
+            cause: DeadLetterCause {
+                http_status: row.get(5)?,
+                error_code: row.get(6)?,
+                error_msg: row.get(7)?,
+                request_id: row.get(8)?,
+            },
+            attempts: row.get(9)?,
+            failed_at: row.get(10)?,
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn stats(conn: &mut Connection) -> rusqlite::Result<StoreStats> {
+    conn.prepare_cached(
+        "SELECT (SELECT COUNT(*) FROM pending_images),
+                        (SELECT MIN(enqueued_at) FROM pending_images),
+                        (SELECT COUNT(*) FROM batches WHERE lease_until IS NOT NULL),
+                        (SELECT COUNT(*) FROM dead_letters)",
+    )?
+    .query_row([], |row| {
+        Ok(StoreStats {
+            pending_images: count_at(row, 0)?,
+            oldest_enqueued_at: row.get(1)?,
+            batches_in_flight: count_at(row, 2)?,
+            dead_letters: count_at(row, 3)?,
+        })
+    })
+}
+
+pub(super) fn prune_deliveries(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM deliveries WHERE seen_at < ?1")?
+        .execute([cutoff])
+}

@@ -1,0 +1,22 @@
+//! The one integration-test binary: shared fakes and helpers (`tests/common/`),
+//! then one module per area (`tests/api/`).
+
+mod common;
+
+mod api {
+    mod admin;
+    mod batching;
+    mod config;
+    mod crash;
+    mod demo;
+    mod fixtures;
+    mod health;
+    mod hss_client;
+    mod logging;
+    mod metrics;
+
+    mod replicas;
+    mod shutdown;
+    mod sign_command;
+    mod webhooks;
+}
