@@ -84,6 +84,11 @@ impl Application {
         let store = open_store_with_retry(&settings).await?;
         let sources = build_sources(&settings.sources, &settings.hss)?;
         let metrics = Metrics::new()?;
+        let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
+        metrics.export_from_start(
+            &source_names,
+            Duration::from_millis(settings.batch.window_ms),
+        );
         let clock = Clock::new();
         let policy = BatchPolicy {
             window_ms: settings.batch.window_ms as i64,
