@@ -214,7 +214,7 @@ async fn webhook_counters_count_every_outcome_by_source_and_reason() {
 
     let scrape = scrape(&app).await;
     assert_eq!(
-        scrape.series(&metric("webhooks_total")),
+        nonzero_series(&scrape, "webhooks_total"),
         by_source(&[
             ("swr-ee", "accepted", "", 1.0),
             ("swr-ee", "duplicate", "", 1.0),
@@ -253,10 +253,21 @@ async fn webhook_counters_count_every_outcome_by_source_and_reason() {
             ("harbor-ce", "duplicate", "", 1.0),
         ])
     );
+    // Every source's accepted and duplicate counts exist from start-up, at 0 until used.
+    for (source, outcome) in [("registry", "duplicate"), ("filtered", "accepted")] {
+        assert_eq!(
+            scrape.get(
+                &metric("webhooks_total"),
+                &[("source", source), ("outcome", outcome), ("reason", "")]
+            ),
+            0.0
+        );
+    }
     assert_eq!(scrape.get(&metric("images_pending"), &[]), 4.0);
     assert_eq!(scrape.get(&metric("batches_in_flight"), &[]), 0.0);
     assert_eq!(scrape.get(&metric("dead_letters"), &[]), 0.0);
-    // Nothing reached HSS or failed in the store.
+    // Nothing reached HSS or failed in the store: the series exist (from
+    // start-up, for alerts' increase()) and are all 0.
     for family in [
         "hss_requests_total",
         "batches_total",
@@ -264,7 +275,8 @@ async fn webhook_counters_count_every_outcome_by_source_and_reason() {
         "hss_request_duration_seconds_count",
         "batch_size_images_count",
     ] {
-        assert_eq!(scrape.series(&metric(family)), BTreeMap::new(), "{family}");
+        assert_ne!(scrape.series(&metric(family)), BTreeMap::new(), "{family}");
+        assert_eq!(nonzero_series(&scrape, family), BTreeMap::new(), "{family}");
     }
     assert_eq!(scrape.get(&metric("hss_retries_total"), &[]), 0.0);
     assert_eq!(scrape.get(&metric("dead_lettered_images_total"), &[]), 0.0);
@@ -423,11 +435,16 @@ async fn hss_counters_and_histograms_count_every_call_by_status_class() {
             .map(|(labels, value)| (labels["status_class"].clone(), value))
             .collect::<BTreeMap<String, f64>>()
     };
-    let expected_calls: BTreeMap<String, f64> =
-        [("2xx", 3.0), ("4xx", 1.0), ("5xx", 1.0), ("error", 1.0)]
-            .into_iter()
-            .map(|(class, n)| (class.to_string(), n))
-            .collect();
+    let expected_calls: BTreeMap<String, f64> = [
+        ("2xx", 3.0),
+        ("4xx", 1.0),
+        ("5xx", 1.0),
+        ("error", 1.0),
+        ("other", 0.0),
+    ]
+    .into_iter()
+    .map(|(class, n)| (class.to_string(), n))
+    .collect();
     assert_eq!(by_class("hss_requests_total"), expected_calls);
     assert_eq!(
         by_class("hss_request_duration_seconds_count"),
@@ -496,7 +513,7 @@ async fn hss_counters_and_histograms_count_every_call_by_status_class() {
         assert_eq!(scrape.get(&metric(gauge), &[]), 0.0, "{gauge}");
     }
     assert_eq!(
-        scrape.series(&metric("store_errors_total")),
+        nonzero_series(&scrape, "store_errors_total"),
         BTreeMap::new()
     );
     assert!(hss.requests_with_bad_signature().is_empty());
@@ -593,6 +610,9 @@ async fn a_stuck_store_fails_readiness_and_webhooks_and_counts_store_errors() {
         scrape.get(&metric("store_errors_total"), &[("operation", "ping")]),
         1.0
     );
+    // Ready, not ready (the one failed ping), ready again: three changes.
+    assert_eq!(scrape.get(&metric("ready"), &[]), 1.0);
+    assert_eq!(scrape.get(&metric("readiness_changes_total"), &[]), 3.0);
     assert_eq!(
         scrape.get(
             &metric("webhooks_total"),
