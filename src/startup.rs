@@ -93,6 +93,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let sources = build_sources(&settings.sources);
         let metrics = Metrics::new()?;
+        let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
+        metrics.export_from_start(&source_names, settings.batch.window.as_duration());
         let clock = Clock::new();
         let batcher = Arc::new(Batcher::new(
             Arc::clone(&store),

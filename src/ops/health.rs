@@ -13,11 +13,15 @@ pub async fn healthz() -> HttpResponse {
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.drain.is_draining() {
+        state.metrics.record_readiness(false);
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "draining", "store": "not checked"}));
     }
     let store = match tokio::time::timeout(STORE_ANSWER_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => return HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
+        Ok(Ok(())) => {
+            state.metrics.record_readiness(true);
+            return HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"}));
+        }
         Ok(Err(error)) => error.to_string(),
         Err(_) => format!("no answer within {} s", STORE_ANSWER_TIMEOUT.as_secs()),
     };
@@ -27,6 +31,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .store_errors
         .with_label_values(&["ping"])
         .inc();
+    state.metrics.record_readiness(false);
     tracing::warn!(store = %store, "not ready: the store does not answer");
     HttpResponse::ServiceUnavailable().json(json!({"status": "not ready", "store": store}))
 }

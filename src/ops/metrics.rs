@@ -7,13 +7,18 @@
 //! that keeps this file below `app_state` instead of beside it in a circle.
 
 use actix_web::{HttpResponse, web};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use super::STORE_ANSWER_TIMEOUT;
 use crate::clock::Clock;
+use crate::domain::ImageType;
 use crate::store::{Store, StoreStats};
 
 #[derive(Clone)]
@@ -42,6 +47,13 @@ pub struct Metrics {
     pub dead_lettered_images: IntCounter,
     /// Store failures by operation.
     pub store_errors: IntCounterVec,
+    /// The last `/readyz` answer: 1 ready, 0 not (also before the first probe).
+    ready: IntGauge,
+    readiness_changes: IntCounter,
+    /// Orders concurrent probes so each change of `ready` is counted once.
+    readiness_lock: Arc<Mutex<()>>,
+    /// `batch.window_ms` in seconds: lets alerts scale with the configured window.
+    batch_window_seconds: Gauge,
     /// SWR API calls by operation and status class.
     pub swr_requests: IntCounterVec,
     pub swr_request_seconds: HistogramVec,
@@ -129,6 +141,21 @@ impl Metrics {
         )?;
         registry.register(Box::new(swr_requests.clone()))?;
         registry.register(Box::new(swr_request_seconds.clone()))?;
+        let ready = IntGauge::new(
+            "ready",
+            "1 when the last /readyz answer was 200, else 0 (0 until first probed)",
+        )?;
+        let readiness_changes = IntCounter::new(
+            "readiness_changes_total",
+            "Times the /readyz answer changed between ready and not ready",
+        )?;
+        let batch_window_seconds = Gauge::new(
+            "batch_window_seconds",
+            "Configured batch.window_ms, in seconds",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(readiness_changes.clone()))?;
+        registry.register(Box::new(batch_window_seconds.clone()))?;
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(images.clone()))?;
         registry.register(Box::new(images_pending.clone()))?;
@@ -159,7 +186,61 @@ impl Metrics {
             store_errors,
             swr_requests,
             swr_request_seconds,
+            ready,
+            readiness_changes,
+            readiness_lock: Arc::new(Mutex::new(())),
+            batch_window_seconds,
         })
+    }
+
+    /// Creates at zero the series that alert rules and dashboards rely on, for
+    /// the label values known at start-up, so `rate()` and `increase()` see a
+    /// fresh instance's first dead letter or store error (a series that appears
+    /// already at 1 shows no increase). Other label values (a rejection's error
+    /// code, an ignore reason) appear on first use.
+    pub fn export_from_start(&self, source_names: &[&str], batch_window: Duration) {
+        self.batch_window_seconds.set(batch_window.as_secs_f64());
+        let image_types = [
+            ImageType::PrivateImage,
+            ImageType::SharedImage,
+            ImageType::InstanceImage,
+        ]
+        .map(ImageType::as_str);
+        let intake = [
+            ("source", source_names),
+            ("outcome", &["accepted", "duplicate"][..]),
+            ("reason", &[""][..]),
+        ];
+        expose_at_zero(&self.webhooks, &intake);
+        expose_at_zero(&self.images, &intake);
+        expose_at_zero(
+            &self.batches,
+            &[("outcome", &["accepted", "retry", "dead_letter"])],
+        );
+        expose_at_zero(&self.batch_size, &[("image_type", &image_types)]);
+        let hss_calls = [("api", HSS_APIS), ("status_class", STATUS_CLASSES)];
+        expose_at_zero(&self.hss_requests, &hss_calls);
+        expose_at_zero(&self.hss_request_seconds, &hss_calls);
+        expose_at_zero(&self.store_errors, &[("operation", STORE_OPERATIONS)]);
+        let swr_calls = [
+            ("operation", SWR_OPERATIONS),
+            ("status_class", STATUS_CLASSES),
+        ];
+        expose_at_zero(&self.swr_requests, &swr_calls);
+        expose_at_zero(&self.swr_request_seconds, &swr_calls);
+    }
+
+    /// Records one `/readyz` answer, counting it when it differs from the last.
+    pub fn record_readiness(&self, ready: bool) {
+        let _order = self
+            .readiness_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = i64::from(ready);
+        if self.ready.get() != now {
+            self.ready.set(now);
+            self.readiness_changes.inc();
+        }
     }
 
     /// Copies the store's view of the queue into the gauges (at scrape time).
@@ -179,6 +260,66 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// The SWR API operations the bridge calls (the `operation` label of SWR calls).
+pub const SWR_OPERATIONS: &[&str] = &[
+    "show_instance_artifact",
+    "list_repos_details",
+    "list_repository_tags",
+];
+
+/// Every value [`status_class`] returns.
+pub const STATUS_CLASSES: &[&str] = &["2xx", "4xx", "5xx", "other", "error"];
+
+/// The HSS APIs a bridge may call (`hss.api`); labels of the HSS call metrics.
+const HSS_APIS: &[&str] = &["batch-scan", "scan-tasks"];
+
+/// Store operations whose failures are counted (`store_errors_total`).
+const STORE_OPERATIONS: &[&str] = &[
+    "ping",
+    "stats",
+    "enqueue",
+    "claim_batch",
+    "next_due",
+    "complete",
+    "release_for_retry",
+    "dead_letter",
+];
+
+/// Creates one zero series for each combination of the `known` label values.
+/// Labels are matched by name, so a family that gains or lacks a label (the
+/// HSS families' `api`) still gets its series; a family with a label that
+/// `known` does not list keeps its series to first use, with a warning.
+pub fn expose_at_zero<B: MetricVecBuilder>(family: &MetricVec<B>, known: &[(&str, &[&str])]) {
+    for desc in family.desc() {
+        let mut combinations: Vec<Vec<&str>> = vec![Vec::new()];
+        for label in &desc.variable_labels {
+            let Some((_, values)) = known.iter().find(|(name, _)| name == label) else {
+                tracing::warn!(
+                    metric = %desc.fq_name,
+                    label = %label,
+                    "no known values for this label: its series appear on first use"
+                );
+                return;
+            };
+            combinations = combinations
+                .into_iter()
+                .flat_map(|prefix| {
+                    values.iter().map(move |value| {
+                        let mut combination = prefix.clone();
+                        combination.push(*value);
+                        combination
+                    })
+                })
+                .collect();
+        }
+        for combination in combinations {
+            if let Err(error) = family.get_metric_with_label_values(&combination) {
+                tracing::warn!(metric = %desc.fq_name, %error, "cannot create a zero series");
+            }
+        }
     }
 }
 
@@ -210,5 +351,208 @@ pub async fn serve(
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
         Err(error) => HttpResponse::InternalServerError().body(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rendered sample lines of `name` (any labels) whose labels include
+    /// every one of `labels`, e.g. `status_class="5xx"`.
+    fn samples<'a>(text: &'a str, name: &str, labels: &[&str]) -> Vec<&'a str> {
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|line| labels.iter().all(|label| line.contains(label)))
+            .collect()
+    }
+
+    fn fresh() -> (Metrics, String) {
+        let metrics = Metrics::new().expect("registry");
+        metrics.export_from_start(&["swr-ee", "harbor"], Duration::from_millis(2_500));
+        let text = metrics.render().expect("render");
+        (metrics, text)
+    }
+
+    #[test]
+    fn labelled_counters_alerts_rely_on_are_exported_at_zero_from_start_up() {
+        let (_, text) = fresh();
+        for (name, labels) in [
+            (
+                "swr_scan_bridge_batches_total",
+                &[r#"outcome="dead_letter""#][..],
+            ),
+            ("swr_scan_bridge_batches_total", &[r#"outcome="retry""#]),
+            ("swr_scan_bridge_batches_total", &[r#"outcome="accepted""#]),
+            (
+                "swr_scan_bridge_store_errors_total",
+                &[r#"operation="enqueue""#],
+            ),
+            (
+                "swr_scan_bridge_store_errors_total",
+                &[r#"operation="ping""#],
+            ),
+            (
+                "swr_scan_bridge_store_errors_total",
+                &[r#"operation="claim_batch""#],
+            ),
+            (
+                "swr_scan_bridge_hss_requests_total",
+                &[r#"api="batch-scan""#, r#"status_class="4xx""#],
+            ),
+            (
+                "swr_scan_bridge_hss_requests_total",
+                &[r#"api="batch-scan""#, r#"status_class="5xx""#],
+            ),
+            (
+                "swr_scan_bridge_hss_requests_total",
+                &[r#"api="batch-scan""#, r#"status_class="error""#],
+            ),
+            (
+                "swr_scan_bridge_webhooks_total",
+                &[r#"source="harbor""#, r#"outcome="accepted""#],
+            ),
+            (
+                "swr_scan_bridge_images_total",
+                &[r#"source="swr-ee""#, r#"outcome="duplicate""#],
+            ),
+        ] {
+            let found = samples(&text, name, labels);
+            assert_eq!(found.len(), 1, "{name} {labels:?} in:\n{text}");
+            assert!(found[0].ends_with(" 0"), "{}", found[0]);
+        }
+    }
+
+    #[test]
+    fn histograms_and_gauges_alerts_rely_on_are_exported_from_start_up() {
+        let (_, text) = fresh();
+        for image_type in ["private_image", "shared_image", "instance_image"] {
+            let label = format!(r#"image_type="{image_type}""#);
+            let count = samples(&text, "swr_scan_bridge_batch_size_images_count", &[&label]);
+            assert_eq!(
+                count,
+                [format!(
+                    "swr_scan_bridge_batch_size_images_count{{{label}}} 0"
+                )]
+            );
+        }
+        let latency = samples(
+            &text,
+            "swr_scan_bridge_hss_request_duration_seconds_count",
+            &[r#"api="scan-tasks""#, r#"status_class="2xx""#],
+        );
+        assert_eq!(latency.len(), 1, "{text}");
+        assert_eq!(
+            samples(&text, "swr_scan_bridge_batch_window_seconds", &[]),
+            ["swr_scan_bridge_batch_window_seconds 2.5"]
+        );
+        assert_eq!(
+            samples(&text, "swr_scan_bridge_ready", &[]),
+            ["swr_scan_bridge_ready 0"]
+        );
+        assert_eq!(
+            samples(&text, "swr_scan_bridge_readiness_changes_total", &[]),
+            ["swr_scan_bridge_readiness_changes_total 0"]
+        );
+    }
+
+    #[test]
+    fn label_values_that_are_not_known_at_start_up_wait_for_first_use() {
+        let (metrics, text) = fresh();
+        assert!(
+            samples(
+                &text,
+                "swr_scan_bridge_webhooks_total",
+                &[r#"outcome="rejected""#]
+            )
+            .is_empty()
+        );
+        metrics
+            .webhooks
+            .with_label_values(&["swr-ee", "rejected", "bad_signature"])
+            .inc();
+        let text = metrics.render().expect("render");
+        assert_eq!(
+            samples(
+                &text,
+                "swr_scan_bridge_webhooks_total",
+                &[r#"outcome="rejected""#]
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn zero_series_follow_the_labels_a_family_has_by_name() {
+        let registry = Registry::new();
+        let family = IntCounterVec::new(Opts::new("calls_total", "test"), &["status_class", "api"])
+            .expect("family");
+        registry
+            .register(Box::new(family.clone()))
+            .expect("register");
+        expose_at_zero(
+            &family,
+            &[
+                ("api", &["batch-scan", "scan-tasks"]),
+                ("status_class", &["2xx", "5xx"]),
+                ("unused", &["x"]),
+            ],
+        );
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut buffer)
+            .expect("encode");
+        let text = String::from_utf8(buffer).expect("utf-8");
+        assert_eq!(samples(&text, "calls_total", &[]).len(), 4, "{text}");
+        assert_eq!(
+            samples(
+                &text,
+                "calls_total",
+                &[r#"api="scan-tasks""#, r#"status_class="5xx""#]
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_family_with_an_unlisted_label_gets_no_partial_series() {
+        let family = IntCounterVec::new(Opts::new("polls_total", "test"), &["source", "outcome"])
+            .expect("family");
+        expose_at_zero(&family, &[("outcome", &["success"])]);
+        assert!(family.collect()[0].get_metric().is_empty());
+    }
+
+    #[test]
+    fn readiness_changes_count_transitions_only() {
+        let (metrics, _) = fresh();
+        for ready in [true, true, false, false, true] {
+            metrics.record_readiness(ready);
+        }
+        assert_eq!(metrics.ready.get(), 1);
+        // 0 (start) -> 1 -> 0 -> 1
+        assert_eq!(metrics.readiness_changes.get(), 3);
+        metrics.record_readiness(false);
+        assert_eq!(metrics.ready.get(), 0);
+        assert_eq!(metrics.readiness_changes.get(), 4);
+    }
+
+    #[test]
+    fn status_classes_lists_every_class_status_class_returns() {
+        for status in [
+            None,
+            Some(100),
+            Some(204),
+            Some(302),
+            Some(429),
+            Some(503),
+            Some(600),
+        ] {
+            assert!(STATUS_CLASSES.contains(&status_class(status)), "{status:?}");
+        }
     }
 }

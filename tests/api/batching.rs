@@ -381,11 +381,12 @@ async fn with_scan_tasks_the_same_batches_go_to_the_successor_api_signed() {
             2.0,
             "{family}"
         );
-        assert_eq!(
-            scrape.series(family).len(),
-            1,
-            "{family}: only scan-tasks calls"
-        );
+        let nonzero: Vec<_> = scrape
+            .series(family)
+            .into_iter()
+            .filter(|(_, value)| *value != 0.0)
+            .collect();
+        assert_eq!(nonzero.len(), 1, "{family}: only scan-tasks calls");
     }
     app.stop().await;
 }

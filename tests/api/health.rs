@@ -100,6 +100,12 @@ async fn a_stuck_store_fails_readiness_and_webhooks_and_counts_store_errors() {
         scrape.get(&metric_name("store_errors_total"), &[("operation", "ping")]),
         1.0
     );
+    // Ready, not ready (the one failed ping), ready again: three changes.
+    assert_eq!(scrape.get(&metric_name("ready"), &[]), 1.0);
+    assert_eq!(
+        scrape.get(&metric_name("readiness_changes_total"), &[]),
+        3.0
+    );
     assert_eq!(
         scrape.get(
             &metric_name("webhooks_total"),
