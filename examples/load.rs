@@ -299,9 +299,7 @@ fn install_tracing(logs: bool) {
     use tracing_subscriber::util::SubscriberInitExt;
     let format = logs.then(|| {
         tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .event_format(swr_scan_bridge::telemetry::JsonLines)
             .with_writer(std::io::sink)
             .with_filter(LevelFilter::INFO)
     });

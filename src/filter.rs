@@ -2,6 +2,9 @@
 //! `*` and `?` stay inside one path segment, `**` crosses segments, `{a,b}` is
 //! an alternation (nestable).
 //!
+//! Globs that are a literal with at most one `**` at an end are compared as
+//! text, without building the subject string; the others run as regexes.
+//!
 //! Why not `globset`: it only allows `**` as a whole path component, so SWR
 //! rules such as `**:*-cache` (any repository, tags ending in `-cache`) would be
 //! rejected. Translating to an anchored `regex` keeps the exact SWR meaning.
@@ -60,50 +63,149 @@ pub struct GlobError {
 /// there are none) and no exclude glob.
 #[derive(Debug, Clone)]
 pub struct ImageFilter {
-    include: Option<RegexSet>,
-    exclude: Option<RegexSet>,
+    include: Option<Globs>,
+    exclude: Option<Globs>,
 }
 
 impl ImageFilter {
-    /// Compiles the include and exclude globs, each list into one set.
+    /// Compiles the include and exclude globs, each list into one matcher.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Self, GlobError> {
         Ok(Self {
-            include: Self::set("include", include)?,
-            exclude: Self::set("exclude", exclude)?,
-        })
-    }
-
-    fn set(list: &str, globs: &[String]) -> Result<Option<RegexSet>, GlobError> {
-        if globs.is_empty() {
-            return Ok(None);
-        }
-        let patterns = globs
-            .iter()
-            .enumerate()
-            .map(|(index, glob)| {
-                glob_to_regex(glob).map_err(|reason| GlobError {
-                    key: format!("{list}[{index}]"),
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        RegexSet::new(patterns).map(Some).map_err(|e| GlobError {
-            key: list.to_string(),
-            reason: format!("the globs do not compile: {e}"),
+            include: Globs::compile("include", include)?,
+            exclude: Globs::compile("exclude", exclude)?,
         })
     }
 
     pub fn admits(&self, image: &ImageRef) -> bool {
-        let subject = image.to_string();
+        if self.include.is_none() && self.exclude.is_none() {
+            return true;
+        }
+        let subject = Subject::of(image);
         let included = self
             .include
             .as_ref()
-            .is_none_or(|set| set.is_match(&subject));
+            .is_none_or(|globs| globs.matches(&subject));
         let excluded = self
             .exclude
             .as_ref()
-            .is_some_and(|set| set.is_match(&subject));
+            .is_some_and(|globs| globs.matches(&subject));
         included && !excluded
+    }
+}
+
+/// One list of globs: those that are a literal with at most a leading or a
+/// trailing `**` are compared as text (most filters are `team-a/**` or
+/// `**:*-cache`-like); only the others go to one anchored `RegexSet`.
+#[derive(Debug, Clone)]
+struct Globs {
+    literal: Vec<LiteralGlob>,
+    patterns: Option<RegexSet>,
+}
+
+/// A glob whose only wildcard, if any, is a `**` at one end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LiteralGlob {
+    Exactly(String),
+    StartsWith(String),
+    EndsWith(String),
+}
+
+impl LiteralGlob {
+    /// `None` when `glob` has wildcards elsewhere, or braces.
+    fn of(glob: &str) -> Option<Self> {
+        let is_literal = |text: &str| !text.contains(['*', '?', '{', '}', ',']);
+        if let Some(prefix) = glob.strip_suffix("**")
+            && is_literal(prefix)
+        {
+            return Some(LiteralGlob::StartsWith(prefix.to_string()));
+        }
+        if let Some(suffix) = glob.strip_prefix("**")
+            && is_literal(suffix)
+        {
+            return Some(LiteralGlob::EndsWith(suffix.to_string()));
+        }
+        is_literal(glob).then(|| LiteralGlob::Exactly(glob.to_string()))
+    }
+
+    fn matches(&self, subject: &Subject<'_>) -> bool {
+        match self {
+            LiteralGlob::Exactly(text) => subject.len() == text.len() && subject.starts_with(text),
+            LiteralGlob::StartsWith(prefix) => subject.starts_with(prefix),
+            LiteralGlob::EndsWith(suffix) => subject.ends_with(suffix),
+        }
+    }
+}
+
+impl Globs {
+    fn compile(list: &str, globs: &[String]) -> Result<Option<Self>, GlobError> {
+        if globs.is_empty() {
+            return Ok(None);
+        }
+        let mut literal = Vec::new();
+        let mut patterns = Vec::new();
+        for (index, glob) in globs.iter().enumerate() {
+            // Translated even when literal: a broken glob is refused either way.
+            let pattern = glob_to_regex(glob).map_err(|reason| GlobError {
+                key: format!("{list}[{index}]"),
+                reason,
+            })?;
+            match LiteralGlob::of(glob) {
+                Some(glob) => literal.push(glob),
+                None => patterns.push(pattern),
+            }
+        }
+        let patterns = if patterns.is_empty() {
+            None
+        } else {
+            let set = RegexSet::new(patterns).map_err(|e| GlobError {
+                key: list.to_string(),
+                reason: format!("the globs do not compile: {e}"),
+            })?;
+            Some(set)
+        };
+        Ok(Some(Self { literal, patterns }))
+    }
+
+    fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.literal.iter().any(|glob| glob.matches(subject))
+            || self
+                .patterns
+                .as_ref()
+                .is_some_and(|set| set.is_match(&subject.joined()))
+    }
+}
+
+/// `namespace/name:tag` as its five pieces, compared without joining them.
+struct Subject<'a>([&'a str; 5]);
+
+impl<'a> Subject<'a> {
+    fn of(image: &'a ImageRef) -> Self {
+        Self([&image.namespace, "/", &image.name, ":", &image.tag])
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|piece| piece.len()).sum()
+    }
+
+    fn bytes(&self) -> impl DoubleEndedIterator<Item = u8> + '_ {
+        self.0.iter().flat_map(|piece| piece.bytes())
+    }
+
+    fn starts_with(&self, prefix: &str) -> bool {
+        prefix.len() <= self.len() && self.bytes().zip(prefix.bytes()).all(|(a, b)| a == b)
+    }
+
+    fn ends_with(&self, suffix: &str) -> bool {
+        suffix.len() <= self.len()
+            && self
+                .bytes()
+                .rev()
+                .zip(suffix.bytes().rev())
+                .all(|(a, b)| a == b)
+    }
+
+    fn joined(&self) -> String {
+        self.0.concat()
     }
 }
 
@@ -171,6 +273,70 @@ mod tests {
         let f = filter(&["lib/a.b:1+2"], &[]);
         assert!(f.admits(&image("lib/a.b:1+2")));
         assert!(!f.admits(&image("lib/aXb:1+2")));
+    }
+
+    #[test]
+    fn literal_globs_skip_the_regexes_and_keep_their_meaning() {
+        assert_eq!(
+            LiteralGlob::of("team-a/**"),
+            Some(LiteralGlob::StartsWith("team-a/".into()))
+        );
+        assert_eq!(
+            LiteralGlob::of("**-cache"),
+            Some(LiteralGlob::EndsWith("-cache".into()))
+        );
+        assert_eq!(
+            LiteralGlob::of("lib/a.b:1+2"),
+            Some(LiteralGlob::Exactly("lib/a.b:1+2".into()))
+        );
+        for wild in ["**:*-cache", "team-?/**", "{a,b}/**", "a/*", "a,b"] {
+            assert_eq!(LiteralGlob::of(wild), None, "{wild} is not literal");
+        }
+        let f = filter(&["team-a/**", "lib/exact:1"], &["**-cache", "**:dev"]);
+        assert!(f.admits(&image("team-a/x/y:v1")));
+        assert!(f.admits(&image("lib/exact:1")));
+        assert!(!f.admits(&image("lib/exact:12")));
+        assert!(!f.admits(&image("lib/exac:1")));
+        assert!(!f.admits(&image("team-a/api:build-cache")));
+        assert!(!f.admits(&image("team-a/api:dev")));
+        assert!(f.admits(&image("team-a/api:dev2")));
+        assert!(!f.admits(&image("team-b/api:v1")));
+    }
+
+    #[test]
+    fn every_glob_matches_as_its_regex_does() {
+        let globs = [
+            "team-a/**",
+            "**",
+            "**-cache",
+            "**:v1",
+            "a/b:c",
+            "team-?/**",
+            "**:*-cache",
+            "{x,y}/**",
+            "a/*:1",
+        ];
+        let subjects = [
+            "team-a/api:v1",
+            "team-a/p/api:x-cache",
+            "a/b:c",
+            "a/b:cd",
+            "x/q:v1",
+            "team-b/s:1",
+            "a/z:1",
+            "a/z/y:1",
+        ];
+        for glob in globs {
+            let regex = regex::Regex::new(&glob_to_regex(glob).expect("glob")).expect("regex");
+            let compiled = filter(&[glob], &[]);
+            for subject in subjects {
+                assert_eq!(
+                    compiled.admits(&image(subject)),
+                    regex.is_match(subject),
+                    "{glob} on {subject}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -91,8 +91,8 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr()?.port();
-        let sources = build_sources(&settings.sources);
         let metrics = Metrics::new()?;
+        let sources = build_sources(&settings.sources, &metrics);
         let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
         metrics.export_from_start(&source_names, settings.batch.window.as_duration());
         let clock = Clock::new();

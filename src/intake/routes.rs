@@ -15,7 +15,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -23,6 +23,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::counters::{IgnoredWebhook, IntakeCounters};
 use super::formats::{self, IgnoreReason, Ignored};
 use super::source::Source;
 use crate::api_error::ApiError;
@@ -51,59 +52,110 @@ pub async fn receive_webhook(
     state: web::Data<AppState>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let source_name = path.into_inner();
-    let outcome = handle(&request, &source_name, &mut payload, &state).await;
-    // Unknown names are attacker-chosen: never let them become label values.
-    let source_label = if state.sources.contains_key(&source_name) {
-        source_name.as_str()
-    } else {
-        "unknown"
+    let source = state.sources.get(&source_name);
+    let outcome = match source {
+        Some(source) => handle(&request, source, &mut payload, &state)
+            .await
+            .map(|answer| (source, answer)),
+        None if state.drain.is_draining() => Err(ApiError::Draining),
+        None => Err(ApiError::UnknownSource(printable(&source_name))),
     };
-    match &outcome {
-        Ok(answer) => {
-            let (kind, reason) = if answer.accepted > 0 {
-                ("accepted", "")
-            } else if answer.duplicates > 0 {
-                ("duplicate", "")
-            } else {
-                ("ignored", ignored_reason(&answer.reasons))
-            };
-            state
-                .metrics
-                .webhooks
-                .with_label_values(&[source_label, kind, reason])
-                .inc();
-            record_images(&state, source_label, answer);
+    match outcome {
+        Ok((source, answer)) => {
+            let verdict = Verdict::of(&answer);
+            verdict.count(&source.counters);
+            source
+                .counters
+                .images(answer.accepted, answer.duplicates, &answer.reasons);
+            let response = HttpResponse::Accepted().json(&answer);
             tracing::info!(
-                request_id = %request_id.as_str(),
-                source = source_label,
-                outcome = kind,
-                reason,
+                request_id = request_id.as_str(),
+                source = source.name(),
+                outcome = verdict.outcome(),
+                reason = verdict.reason(),
                 accepted = answer.accepted,
                 duplicates = answer.duplicates,
                 ignored = answer.ignored,
+                status = response.status().as_u16(),
+                duration_us = micros_since(started),
                 "webhook"
             );
+            Ok(response)
         }
         Err(error) => {
+            // Unknown names are attacker-chosen: never let them become label values.
+            let source_label = source.map_or("unknown", |source| source.name());
             state
                 .metrics
                 .webhooks
                 .with_label_values(&[source_label, "rejected", error.code()])
                 .inc();
+            let response = answer_then_close(&error, payload);
             tracing::warn!(
-                request_id = %request_id.as_str(),
+                request_id = request_id.as_str(),
                 source = source_label,
                 outcome = "rejected",
                 code = error.code(),
                 error = %error,
+                status = response.status().as_u16(),
+                duration_us = micros_since(started),
                 "webhook"
             );
+            Ok(response)
         }
     }
-    match outcome {
-        Ok(answer) => Ok(HttpResponse::Accepted().json(answer)),
-        Err(error) => Ok(answer_then_close(&error, payload)),
+}
+
+fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// What a webhook that was not refused amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It stored at least one new image.
+    Accepted,
+    /// Every image it named was already waiting (or it was a redelivery).
+    Duplicate,
+    /// It named nothing to scan.
+    Ignored(IgnoredWebhook),
+}
+
+impl Verdict {
+    fn of(answer: &Accepted) -> Self {
+        if answer.accepted > 0 {
+            Verdict::Accepted
+        } else if answer.duplicates > 0 {
+            Verdict::Duplicate
+        } else {
+            Verdict::Ignored(IgnoredWebhook::of(&answer.reasons))
+        }
+    }
+
+    fn count(self, counters: &IntakeCounters) {
+        match self {
+            Verdict::Accepted => counters.webhook_accepted(),
+            Verdict::Duplicate => counters.webhook_duplicate(),
+            Verdict::Ignored(why) => counters.webhook_ignored(why),
+        }
+    }
+
+    fn outcome(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Ignored(_) => "ignored",
+        }
+    }
+
+    /// The metrics label `reason`: empty but for an ignored webhook.
+    fn reason(self) -> &'static str {
+        match self {
+            Verdict::Ignored(why) => why.as_str(),
+            Verdict::Accepted | Verdict::Duplicate => "",
+        }
     }
 }
 
@@ -145,46 +197,15 @@ impl MessageBody for AnswerThenClose {
     }
 }
 
-/// Why a webhook that named nothing to scan was ignored, as a metrics label:
-/// its images' one reason, `mixed` when they differ, `no_images` when it
-/// named none. Bounded by the few [`IgnoreReason`]s, never by input.
-fn ignored_reason(reasons: &[Ignored]) -> &'static str {
-    let mut distinct = reasons.iter().map(|ignored| ignored.reason);
-    match distinct.next() {
-        None => "no_images",
-        Some(first) if distinct.all(|reason| reason == first) => first.as_str(),
-        Some(_) => "mixed",
-    }
-}
-
-fn record_images(state: &AppState, source: &str, answer: &Accepted) {
-    let images = &state.metrics.images;
-    images
-        .with_label_values(&[source, "accepted", ""])
-        .inc_by(answer.accepted as u64);
-    images
-        .with_label_values(&[source, "duplicate", ""])
-        .inc_by(answer.duplicates as u64);
-    for ignored in &answer.reasons {
-        images
-            .with_label_values(&[source, "ignored", ignored.reason.as_str()])
-            .inc();
-    }
-}
-
 async fn handle(
     request: &HttpRequest,
-    source_name: &str,
+    source: &Source,
     payload: &mut web::Payload,
     state: &AppState,
 ) -> Result<Accepted, ApiError> {
     if state.drain.is_draining() {
         return Err(ApiError::Draining);
     }
-    let source = state
-        .sources
-        .get(source_name)
-        .ok_or_else(|| ApiError::UnknownSource(printable(source_name)))?;
     if !source.admit_request() {
         return Err(ApiError::RateLimited(source.name().to_string()));
     }

@@ -1,28 +1,32 @@
 //! A configured webhook source, ready for every request: its settings (typed
 //! at load time: partition, filter, verification keys), the verifier built
-//! from them, and its rate limiter.
+//! from them, its rate limiter and its intake counters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::counters::IntakeCounters;
 use super::formats::PushedImage;
 use super::verify::Verifier;
 use crate::config::SourceSettings;
 use crate::domain::{ImageType, ScanTarget};
+use crate::ops::metrics::Metrics;
 
 pub struct Source {
     pub settings: SourceSettings,
     pub verifier: Verifier,
+    pub counters: IntakeCounters,
     rate_limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Source {
-    pub fn new(settings: &SourceSettings) -> Self {
+    pub fn new(settings: &SourceSettings, metrics: &Metrics) -> Self {
         Self {
             settings: settings.clone(),
             verifier: Verifier::new(&settings.verify),
+            counters: IntakeCounters::new(metrics, &settings.name),
             rate_limiter: settings
                 .rate_limit_per_s
                 .map(|per_second| RateLimiter::direct(Quota::per_second(per_second))),
@@ -59,9 +63,12 @@ impl Source {
 /// All sources by name.
 pub type Sources = HashMap<String, Arc<Source>>;
 
-pub fn build_sources(sources: &[SourceSettings]) -> Sources {
+pub fn build_sources(sources: &[SourceSettings], metrics: &Metrics) -> Sources {
     sources
         .iter()
-        .map(|settings| (settings.name.clone(), Arc::new(Source::new(settings))))
+        .map(|settings| {
+            let source = Source::new(settings, metrics);
+            (settings.name.clone(), Arc::new(source))
+        })
         .collect()
 }
