@@ -141,6 +141,7 @@ fn hundred_images() -> (Partition, Vec<BatchImage>) {
         .map(|i| BatchImage {
             image: ImageRef::new("team-a", "payments/api", format!("v1.{i}.0")),
             instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
+            digest: None,
         })
         .collect();
     (partition, images)

@@ -155,6 +155,10 @@ pub struct BatchSettings {
     pub retry_base_ms: u64,
     /// Upper bound of any retry delay.
     pub retry_max_ms: u64,
+    /// Digest resolution: how often SWR is asked for an untagged digest's tags.
+    pub resolve_attempts: u32,
+    /// … and how far apart; default `window_ms`.
+    pub resolve_delay_ms: Option<u64>,
 }
 
 impl Default for BatchSettings {
@@ -164,6 +168,8 @@ impl Default for BatchSettings {
             max_images: 100,
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
+            resolve_attempts: 5,
+            resolve_delay_ms: None,
         }
     }
 }
@@ -171,6 +177,11 @@ impl Default for BatchSettings {
 impl BatchSettings {
     pub fn window(&self) -> Duration {
         Duration::from_millis(self.window_ms)
+    }
+
+    /// How far apart an untagged digest is asked again.
+    pub fn resolve_delay(&self) -> Duration {
+        Duration::from_millis(self.resolve_delay_ms.unwrap_or(self.window_ms))
     }
 }
 
@@ -316,6 +327,10 @@ pub struct SourceSettings {
     /// Requests per second accepted from this source; excess gets 429. None: unlimited.
     #[serde(default)]
     pub rate_limit_per_s: Option<u32>,
+    /// Digest-only pushes are resolved to their tags through SWR EE
+    /// (instance_image sources only); when false they are ignored.
+    #[serde(default)]
+    pub resolve_digests: bool,
 }
 
 impl SourceSettings {
@@ -501,7 +516,8 @@ impl Settings {
             ));
         }
         self.validate_hss()?;
-        self.validate_sources()
+        self.validate_sources()?;
+        self.validate_digest_resolution()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -658,6 +674,34 @@ impl Settings {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `sources[].resolve_digests` and `batch.resolve_*`.
+    fn validate_digest_resolution(&self) -> Result<(), ConfigError> {
+        for (index, source) in self.sources.iter().enumerate() {
+            if source.resolve_digests && source.image_type != ImageType::InstanceImage {
+                return Err(ConfigError::invalid(
+                    format!("sources[{index}].resolve_digests"),
+                    format!(
+                        "only instance_image sources can resolve digests (through the SWR EE API); this source has image_type = \"{}\": set resolve_digests = false",
+                        source.image_type
+                    ),
+                ));
+            }
+        }
+        if self.batch.resolve_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "batch.resolve_attempts",
+                "must be at least 1 (SWR is asked at least once per digest)",
+            ));
+        }
+        if self.batch.resolve_delay_ms == Some(0) {
+            return Err(ConfigError::invalid(
+                "batch.resolve_delay_ms",
+                "must be greater than 0, or absent for batch.window_ms",
+            ));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! - [`domain`]: images, partitions, scan targets: the shared vocabulary.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
+//! - [`resolver`]: asks SWR EE for the tags of digest-only pushes; they join the queue.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
 //! - [`swr`]: the SWR API (digest resolution, polling SWR basic), signed like HSS calls.
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod hss;
 pub mod intake;
 pub mod ops;
+pub mod resolver;
 pub mod secret;
 pub mod startup;
 pub mod store;

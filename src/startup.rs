@@ -21,7 +21,9 @@ use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::Metrics;
 use crate::ops::{admin, health};
+use crate::resolver::{ResolvePolicy, Resolver};
 use crate::store::{self, BatchPolicy, Store, StoreError};
+use crate::swr::SwrClient;
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
@@ -57,6 +59,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     batcher_task: JoinHandle<()>,
+    resolver: Arc<Resolver>,
+    resolver_task: JoinHandle<()>,
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
     signals: ShutdownSignals,
@@ -90,17 +94,41 @@ impl Application {
             max_images: settings.batch.max_images,
             lease_ms: settings.store.lease_ms as i64,
         };
+        let owner = lease_owner();
         let batcher = Arc::new(Batcher::new(
             Arc::clone(&store),
             sender,
             policy,
             Backoff::from_settings(&settings.batch),
             clock,
-            lease_owner(),
+            owner.clone(),
+            metrics.clone(),
+        ));
+        // Always running, even when no source resolves digests any more:
+        // digests acknowledged before a configuration change are still owed.
+        let swr = Arc::new(SwrClient::new(
+            &settings.hss,
+            &settings.swr,
+            metrics.clone(),
+        )?);
+        let resolver = Arc::new(Resolver::new(
+            Arc::clone(&store),
+            swr,
+            sources.clone(),
+            ResolvePolicy {
+                attempts: settings.batch.resolve_attempts,
+                delay: settings.batch.resolve_delay(),
+                lease_ms: policy.lease_ms,
+            },
+            Backoff::from_settings(&settings.batch),
+            clock,
+            owner,
+            batcher.handle(),
             metrics.clone(),
         ));
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
+        let resolver_task = tokio::spawn(Arc::clone(&resolver).run(stop_rx.clone()));
         tokio::spawn(prune_deliveries(
             Arc::clone(&store),
             clock,
@@ -112,6 +140,7 @@ impl Application {
             sources,
             store,
             wake_batcher: batcher.handle(),
+            wake_resolver: resolver.handle(),
             batcher,
             policy,
             metrics,
@@ -162,6 +191,8 @@ impl Application {
             server,
             state,
             batcher_task,
+            resolver,
+            resolver_task,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
             signals,
@@ -201,8 +232,13 @@ impl Application {
         let linger = tokio::time::sleep_until((started + self.drain_linger).min(deadline));
         let state = self.state.clone();
         let mut server = server;
+        let resolver = self.resolver;
+        let resolver_task = self.resolver_task;
         let drained = tokio::time::timeout_at(deadline, async {
             let _ = self.batcher_task.await;
+            // Digests due now first: the tags they resolve to leave with the flush.
+            let _ = resolver_task.await;
+            resolver.drain(deadline).await;
             let sent = state.batcher.drain(state.policy, deadline).await;
             linger.await;
             // Graceful: requests in flight finish; the listener closes now.

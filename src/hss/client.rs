@@ -551,6 +551,7 @@ mod tests {
         BatchImage {
             image: ImageRef::new(namespace, name, tag),
             instance_url: url.map(str::to_string),
+            digest: None,
         }
     }
 

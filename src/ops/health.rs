@@ -48,6 +48,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .with_label_values(&["stats"])
             .inc(),
     }
+    match tokio::time::timeout(STORE_ANSWER_TIMEOUT, state.store.digests_resolving()).await {
+        Ok(Ok(waiting)) => state.metrics.digests_resolving.set(waiting as i64),
+        Ok(Err(_)) | Err(_) => state
+            .metrics
+            .store_errors
+            .with_label_values(&["digests_resolving"])
+            .inc(),
+    }
     match state.metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -50,6 +50,7 @@ use super::{
 };
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
+mod digests;
 mod group_commit;
 
 use group_commit::{EnqueueJob, GroupCommit};
@@ -64,11 +65,18 @@ struct Migration {
 
 /// Every migration, oldest first. File names are `NNNN_name.sql`; a test checks
 /// that this list and the directory agree.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/sqlite/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "digests",
+        sql: include_str!("migrations/sqlite/0002_digests.sql"),
+    },
+];
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT PRIMARY KEY,
@@ -495,13 +503,14 @@ fn insert_unbatched(
     partition: &Partition,
     image: &ImageRef,
     instance_url: Option<&str>,
+    digest: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<bool> {
     let inserted = tx
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )?
@@ -515,6 +524,7 @@ fn insert_unbatched(
             &image.tag,
             instance_url,
             now,
+            digest,
         ))?;
     Ok(inserted == 1)
 }
@@ -568,7 +578,7 @@ const LEASE_BATCH_SQL: &str = "
     RETURNING image_type, instance_id, enterprise_project_id, attempts";
 
 const BATCH_IMAGES_SQL: &str = "
-    SELECT namespace, name, tag, instance_url FROM pending_images
+    SELECT namespace, name, tag, instance_url, digest FROM pending_images
     WHERE batch_id = ?1 ORDER BY enqueued_at, id";
 
 /// A partition with waiting images, as [`WAITING_PARTITIONS_SQL`] reports it.
@@ -621,6 +631,7 @@ fn batch_images(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchI
                     row.get::<_, String>(2)?,
                 ),
                 instance_url: row.get(3)?,
+                digest: row.get(4)?,
             })
         })?
         .collect()
@@ -790,6 +801,7 @@ fn enqueue(
             &target.partition,
             &target.image,
             target.instance_url.as_deref(),
+            target.digest.as_deref(),
             now,
         )? {
             counts.accepted += 1;
@@ -876,23 +888,35 @@ fn retry_dead_letter(
     let tx = immediate(conn)?;
     let letter = tx
         .prepare_cached(
-            "SELECT image_type, instance_id, enterprise_project_id, images
+            "SELECT image_type, instance_id, enterprise_project_id, images, unresolved
              FROM dead_letters WHERE id = ?1",
         )?
         .query_row([letter_id], |row| {
-            Ok((partition_at(row, 0)?, images_from_json(row, 3)?))
+            Ok((
+                partition_at(row, 0)?,
+                images_from_json(row, 3)?,
+                digests::unresolved_from_json(row, 4)?,
+            ))
         })
         .optional()?;
-    let Some((partition, images)) = letter else {
+    let Some((partition, images, unresolved)) = letter else {
         return Ok(None);
     };
     let mut counts = EnqueueCounts::default();
+    if let Some(digest) = &unresolved {
+        if digests::insert_digest(&tx, digest, now)? {
+            counts.accepted += 1;
+        } else {
+            counts.duplicates += 1;
+        }
+    }
     for image in &images {
         if insert_unbatched(
             &tx,
             &partition,
             &image.image,
             image.instance_url.as_deref(),
+            image.digest.as_deref(),
             now,
         )? {
             counts.accepted += 1;
@@ -1038,7 +1062,7 @@ impl Store for SqliteStore {
         self.run("pending", move |conn| {
             conn.prepare_cached(
                 "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
-                        instance_url, enqueued_at, batch_id
+                        instance_url, enqueued_at, batch_id, digest
                  FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
             )?
             .query_map([sql_count(limit)], |row| {
@@ -1050,6 +1074,7 @@ impl Store for SqliteStore {
                         row.get::<_, String>(5)?,
                     ),
                     instance_url: row.get(6)?,
+                    digest: row.get(9)?,
                     enqueued_at: row.get(7)?,
                     batch_id: row.get(8)?,
                 })
@@ -1063,7 +1088,7 @@ impl Store for SqliteStore {
         self.run("dead_letters", move |conn| {
             conn.prepare_cached(
                 "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
-                        error_code, error_msg, request_id, attempts, failed_at
+                        error_code, error_msg, request_id, attempts, failed_at, unresolved
                  FROM dead_letters ORDER BY id DESC LIMIT ?1",
             )?
             .query_map([sql_count(limit)], |row| {
@@ -1071,6 +1096,7 @@ impl Store for SqliteStore {
                     id: row.get(0)?,
                     partition: partition_at(row, 1)?,
                     images: images_from_json(row, 4)?,
+                    unresolved: digests::unresolved_from_json(row, 11)?,
                     cause: DeadLetterCause {
                         http_status: row.get(5)?,
                         error_code: row.get(6)?,

@@ -82,10 +82,12 @@ fn images() -> Vec<BatchImage> {
         BatchImage {
             image: ImageRef::new("test", "openjdk", "v8.8"),
             instance_url: None,
+            digest: None,
         },
         BatchImage {
             image: ImageRef::new("test", "nginx", "1.27"),
             instance_url: None,
+            digest: None,
         },
     ]
 }
@@ -186,6 +188,7 @@ async fn instance_images_carry_instance_fields_and_odd_query_values_verify() {
     let images = vec![BatchImage {
         image: ImageRef::new("team-a", "svc/api", "1.2.3"),
         instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
+        digest: None,
     }];
 
     let outcome = client.batch_scan(&partition, &images).await;

@@ -153,6 +153,7 @@ async fn an_endless_hss_answer_body_is_not_read_to_the_end() {
     let images = vec![BatchImage {
         image: ImageRef::new("team-a", "api", "v1"),
         instance_url: None,
+        digest: None,
     }];
     for status in [503u16, 400, 200] {
         let (endpoint, taken) = endless_answer(status, cap).await;

@@ -90,6 +90,7 @@ fn one_image() -> (Partition, Vec<BatchImage>) {
         vec![BatchImage {
             image: ImageRef::new("team-a", "api", "tls"),
             instance_url: None,
+            digest: None,
         }],
     )
 }
