@@ -2,6 +2,7 @@
 
 mod fake_hss;
 mod fake_issuers;
+mod fake_swr;
 mod helpers;
 mod postgres_support;
 mod process;
@@ -10,6 +11,7 @@ mod prometheus_text;
 mod batching;
 mod config;
 mod crash;
+mod digests;
 mod fixtures;
 mod hss_client;
 mod operations;
