@@ -1,12 +1,13 @@
 //! `demo`: the whole flow on one machine with no cloud account. An embedded
-//! store in a temp dir, a stand-in HSS that checks signatures, the sample
-//! pushes of every supported format; prints the batch-scan requests made.
+//! store in a temp dir, a stand-in HSS and SWR EE that check signatures, the
+//! sample pushes of every supported format (the push by digest resolved to
+//! its tags); prints the SWR and batch-scan requests made.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::demo_hss::StandInHss;
+use super::demo_hss::{KnownArtifact, StandInHss};
 use crate::config::Settings;
 use crate::intake::verify::sign_headers;
 use crate::startup::Application;
@@ -17,6 +18,12 @@ const ADMIN: &str = "demo-admin-token";
 const SWR_TOKEN: &str = "demo-swr-token";
 const WHSEC: &str = "whsec_ZGVtby1zdGFuZGFyZC13ZWJob29rcy1zZWNyZXQ=";
 const HMAC: &str = "demo-registry-hmac-secret";
+/// The manifest `harbor-push-by-digest.json` names, and the tags the stand-in
+/// SWR EE reports for it.
+const PUSHED_BY_DIGEST: KnownArtifact = KnownArtifact {
+    digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+    tags: &["8.9", "8-jdk"],
+};
 
 /// (source, file name, body): the pushes the demo sends, in order.
 const PUSHES: [(&str, &str, &[u8]); 7] = [
@@ -80,6 +87,8 @@ url = "{store_url}"
 [batch]
 window_ms = 1000
 max_images = 100
+[swr]
+endpoint = "{endpoint}"
 [hss]
 region = "cn-north-4"
 endpoint = "{endpoint}"
@@ -93,6 +102,7 @@ name = "swr-ee"
 format = "harbor"
 image_type = "instance_image"
 instance_id = "4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6"
+resolve_digests = true
 [sources.verify]
 scheme = "token"
 secrets = ["{SWR_TOKEN}"]
@@ -120,7 +130,7 @@ pub async fn run() -> Result<(), DemoError> {
     let setup = |e: &dyn std::fmt::Display| DemoError::Setup(e.to_string());
     let data = tempfile::tempdir().map_err(|e| setup(&e))?;
     let store_url = format!("sqlite://{}/bridge.db", data.path().display());
-    let hss = StandInHss::start(AK, SK).map_err(|e| setup(&e))?;
+    let hss = StandInHss::start(AK, SK, PUSHED_BY_DIGEST).map_err(|e| setup(&e))?;
     let settings =
         Settings::from_toml(&config(&hss.endpoint, &store_url)).map_err(|e| setup(&e))?;
     crate::telemetry::init(&settings.log);
@@ -136,7 +146,7 @@ pub async fn run() -> Result<(), DemoError> {
         "  bridge:          {base}  (embedded store in {})",
         data.path().display()
     );
-    println!("  stand-in HSS:    {}", hss.endpoint);
+    println!("  stand-in HSS:    {}  (also SWR EE)", hss.endpoint);
     println!("  batch window:    {} ms\n", settings.batch.window_ms);
     println!("1. Sample pushes (POST /webhooks/{{source}}):");
     let client = reqwest::Client::new();
@@ -169,7 +179,10 @@ pub async fn run() -> Result<(), DemoError> {
             .await?
             .json()
             .await?;
-        if pending["pending_images"].as_u64() == Some(0) && !hss.received().is_empty() {
+        if pending["pending_images"].as_u64() == Some(0)
+            && pending["digests_resolving"].as_u64() == Some(0)
+            && !hss.received().is_empty()
+        {
             break;
         }
         if started.elapsed() > limit {
@@ -178,9 +191,28 @@ pub async fn run() -> Result<(), DemoError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let asked = hss.artifact_requests();
+    println!(
+        "\n3. SWR EE asked for the tags of the push by digest ({}):",
+        asked.len()
+    );
+    for request in &asked {
+        println!(
+            "   {} {}  (signature {}) -> tags {:?}",
+            request.method,
+            request.uri,
+            if request.signature_valid {
+                "valid"
+            } else {
+                "INVALID"
+            },
+            PUSHED_BY_DIGEST.tags
+        );
+    }
+
     let received = hss.received();
     println!(
-        "\n3. Batch-scan requests the bridge made ({}):",
+        "\n4. Batch-scan requests the bridge made ({}):",
         received.len()
     );
     for (index, scan) in received.iter().enumerate() {
@@ -214,7 +246,11 @@ pub async fn run() -> Result<(), DemoError> {
     stopper.notify_one();
     let _ = server.await;
     hss.stop().await;
-    if received.iter().any(|scan| !scan.signature_valid) {
+    if received
+        .iter()
+        .chain(&asked)
+        .any(|scan| !scan.signature_valid)
+    {
         return Err(DemoError::Setup(
             "a request carried an invalid signature".into(),
         ));

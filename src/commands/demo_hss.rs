@@ -1,5 +1,7 @@
-//! The demo's stand-in for HSS: a local HTTP server that checks each
-//! batch-scan request's SDK-HMAC-SHA256 signature and records what it got.
+//! The demo's stand-in for HSS and SWR EE: a local HTTP server that checks
+//! the SDK-HMAC-SHA256 signature of each batch-scan and `ShowInstanceArtifact`
+//! request and records what it got. It knows one artifact, the manifest of
+//! the sample push by digest, and answers with its tags.
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -30,26 +32,41 @@ struct Credentials {
 pub struct StandInHss {
     pub endpoint: String,
     received: Arc<Mutex<Vec<ReceivedScan>>>,
+    artifact_requests: Arc<Mutex<Vec<ReceivedScan>>>,
     handle: ServerHandle,
 }
 
+/// The one artifact the stand-in SWR EE knows: `(digest, tags)`.
+#[derive(Clone)]
+pub struct KnownArtifact {
+    pub digest: &'static str,
+    pub tags: &'static [&'static str],
+}
+
 impl StandInHss {
-    pub fn start(ak: &str, sk: &str) -> std::io::Result<Self> {
+    pub fn start(ak: &str, sk: &str, artifact: KnownArtifact) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let received = Arc::new(Mutex::new(Vec::new()));
-        let state = web::Data::new((
-            Credentials {
-                ak: ak.to_string(),
-                sk: Secret::literal(sk),
-            },
-            Arc::clone(&received),
-        ));
+        let artifact_requests = Arc::new(Mutex::new(Vec::new()));
+        let credentials = Credentials {
+            ak: ak.to_string(),
+            sk: Secret::literal(sk),
+        };
+        let state = web::Data::new((credentials.clone(), Arc::clone(&received)));
+        let swr_state = web::Data::new((credentials, Arc::clone(&artifact_requests), artifact));
         let server = HttpServer::new(move || {
-            App::new().app_data(state.clone()).route(
-                "/v5/{project_id}/image/batch-scan",
-                web::post().to(batch_scan),
-            )
+            App::new()
+                .app_data(state.clone())
+                .app_data(swr_state.clone())
+                .route(
+                    "/v5/{project_id}/image/batch-scan",
+                    web::post().to(batch_scan),
+                )
+                .route(
+                    "/v2/{project_id}/instances/{instance_id}/namespaces/{namespace}/repositories/{repository}/artifacts/{digest}",
+                    web::get().to(show_instance_artifact),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -60,6 +77,7 @@ impl StandInHss {
         Ok(Self {
             endpoint,
             received,
+            artifact_requests,
             handle,
         })
     }
@@ -68,19 +86,29 @@ impl StandInHss {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// The `ShowInstanceArtifact` requests, in arrival order.
+    pub fn artifact_requests(&self) -> Vec<ReceivedScan> {
+        self.artifact_requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
 }
 
 type State = (Credentials, Arc<Mutex<Vec<ReceivedScan>>>);
+type SwrState = (Credentials, Arc<Mutex<Vec<ReceivedScan>>>, KnownArtifact);
 
-async fn batch_scan(
-    request: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<State>,
-) -> HttpResponse {
-    let (credentials, received) = state.get_ref();
+/// Checks and records one request; `true` when its signature is valid.
+fn record(
+    credentials: &Credentials,
+    request: &HttpRequest,
+    body: &[u8],
+    into: &Mutex<Vec<ReceivedScan>>,
+) -> bool {
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
@@ -91,9 +119,9 @@ async fn batch_scan(
             )
         })
         .collect();
-    let signature_valid = verify(credentials, &request, &headers, &body);
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Ok(mut list) = received.lock() {
+    let signature_valid = verify(credentials, request, &headers, body);
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if let Ok(mut list) = into.lock() {
         list.push(ReceivedScan {
             method: request.method().to_string(),
             uri: request.uri().to_string(),
@@ -102,12 +130,57 @@ async fn batch_scan(
             signature_valid,
         });
     }
-    if signature_valid {
+    signature_valid
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized().json(
+        json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}),
+    )
+}
+
+async fn batch_scan(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let (credentials, received) = state.get_ref();
+    if record(credentials, &request, &body, received) {
         HttpResponse::Ok().json(json!({}))
     } else {
-        HttpResponse::Unauthorized()
-            .json(json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}))
+        unauthorized()
     }
+}
+
+/// `ShowInstanceArtifact`, answered in the SDK's response shape.
+async fn show_instance_artifact(
+    request: HttpRequest,
+    path: web::Path<(String, String, String, String, String)>,
+    state: web::Data<SwrState>,
+) -> HttpResponse {
+    let (credentials, received, artifact) = state.get_ref();
+    if !record(credentials, &request, &[], received) {
+        return unauthorized();
+    }
+    let (_, _, _, repository, digest) = path.into_inner();
+    if digest != artifact.digest {
+        return HttpResponse::NotFound().json(
+            json!({"errorCode": "SVCSTG.SWR.4040003", "errorMessage": "artifact not found"}),
+        );
+    }
+    let tags: Vec<Value> = artifact
+        .tags
+        .iter()
+        .enumerate()
+        .map(|(id, name)| json!({"id": id + 1, "name": name}))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "digest": digest,
+        "repository_name": repository,
+        "media_type": "application/vnd.docker.container.image.v1+json",
+        "manifest_media_type": "application/vnd.docker.distribution.manifest.v2+json",
+        "tags": tags,
+    }))
 }
 
 /// Re-signs the request as received, using exactly the headers it claims to sign.
