@@ -236,9 +236,14 @@ impl Application {
         let resolver_task = self.resolver_task;
         let drained = tokio::time::timeout_at(deadline, async {
             let _ = self.batcher_task.await;
-            // Digests due now first: the tags they resolve to leave with the flush.
+            // Digests due now first, so the tags they resolve to leave with the
+            // flush; but a slow SWR gets at most half the time left, never the
+            // batches' share.
             let _ = resolver_task.await;
-            resolver.drain(deadline).await;
+            let now = tokio::time::Instant::now();
+            resolver
+                .drain(now + deadline.saturating_duration_since(now) / 2)
+                .await;
             let sent = state.batcher.drain(state.policy, deadline).await;
             linger.await;
             // Graceful: requests in flight finish; the listener closes now.

@@ -102,14 +102,19 @@ impl Resolver {
         self.handle.clone()
     }
 
-    /// Runs until `stop` turns true (or its sender is gone). A resolution
-    /// under way finishes first; the rest is left to [`Resolver::drain`].
+    /// Runs until `stop` turns true (or its sender is gone), then returns at
+    /// once: a resolution cut short keeps its lease and is asked again after
+    /// it, by [`Resolver::drain`] or the next start (at least once).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 break;
             }
-            let pause = match self.resolve_due(Some(&stop)).await {
+            let pass = tokio::select! {
+                pass = self.resolve_due() => pass,
+                _ = stop.changed() => Pass::Stopped,
+            };
+            let pause = match pass {
                 Pass::AllDue => self.sleep_until_next_due().await,
                 Pass::StoreFailed => STORE_ERROR_PAUSE,
                 Pass::Stopped => break,
@@ -146,11 +151,8 @@ impl Resolver {
         asked
     }
 
-    async fn resolve_due(&self, stop: Option<&watch::Receiver<bool>>) -> Pass {
+    async fn resolve_due(&self) -> Pass {
         loop {
-            if stop.is_some_and(|stop| *stop.borrow()) {
-                return Pass::Stopped;
-            }
             match self.claim().await {
                 Ok(Some(claimed)) => self.resolve(claimed).await,
                 Ok(None) => return Pass::AllDue,
