@@ -140,24 +140,31 @@ async fn each_tag_of_a_resolved_digest_is_scanned_once_through_the_source_filter
     })
     .await;
 
-    let answer = post_digests(&app, REPOSITORY, &[DIGEST_A]).await;
+    // The same digest twice in one push: the second is a duplicate.
+    let answer = post_digests(&app, REPOSITORY, &[DIGEST_A, DIGEST_A]).await;
     assert_eq!(
         (
             &answer["accepted"],
             &answer["resolving"],
+            &answer["duplicates"],
             &answer["ignored"]
         ),
-        (&json!(0), &json!(1), &json!(0)),
+        (&json!(0), &json!(1), &json!(1), &json!(0)),
         "{answer}"
     );
-    // A second push of the same digest while it waits is a duplicate.
-    let again = post_digests(&app, REPOSITORY, &[DIGEST_A]).await;
-    assert_eq!(again["resolving"], json!(0), "{again}");
-
     wait_until(Duration::from_secs(10), "the tags wait for HSS", || async {
         app.pending_count().await == 2
     })
     .await;
+    // Pushed again once resolved: asked again, and its tags, still waiting
+    // for the window, are not queued twice.
+    let again = post_digests(&app, REPOSITORY, &[DIGEST_A]).await;
+    assert_eq!(again["resolving"], json!(1), "{again}");
+    wait_until(Duration::from_secs(10), "the second resolution", || async {
+        swr.requests().len() == 2 && resolving(&app).await == 0
+    })
+    .await;
+    assert_eq!(app.pending_count().await, 2);
     let pending = app.admin_get("/admin/pending").await;
     let images: Vec<(String, String)> = pending["images"]
         .as_array()
@@ -210,19 +217,21 @@ async fn each_tag_of_a_resolved_digest_is_scanned_once_through_the_source_filter
         json!("ee-demo.swr.cn-north-4.myhuaweicloud.com")
     );
 
-    // SWR was asked once, signed, with the repository as one `%2F` segment.
+    // SWR was asked once per push, signed, with the repository as one `%2F` segment.
     let requests = swr.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    assert_eq!(
-        requests[0].path,
-        format!(
-            "/v2/{PROJECT_ID}/instances/{INSTANCE_ID}/namespaces/team-a/repositories/payments%2Fapi/artifacts/{}",
-            DIGEST_A.replace(':', "%3A")
-        )
-    );
-    assert!(matches!(requests[0].verdict, Verdict::Signed { .. }));
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for request in &requests {
+        assert_eq!(
+            request.path,
+            format!(
+                "/v2/{PROJECT_ID}/instances/{INSTANCE_ID}/namespaces/team-a/repositories/payments%2Fapi/artifacts/{}",
+                DIGEST_A.replace(':', "%3A")
+            )
+        );
+        assert!(matches!(request.verdict, Verdict::Signed { .. }));
+    }
     let scrape = scrape(&app).await;
-    assert_eq!(resolutions(&scrape, "resolved"), 1.0);
+    assert_eq!(resolutions(&scrape, "resolved"), 2.0);
     for outcome in [
         "untagged_retry",
         "untagged",
@@ -241,7 +250,7 @@ async fn each_tag_of_a_resolved_digest_is_scanned_once_through_the_source_filter
                 ("status_class", "2xx")
             ]
         ),
-        1.0
+        2.0
     );
     app.stop().await;
 }
