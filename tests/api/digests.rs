@@ -330,7 +330,12 @@ async fn throttling_is_retried_and_a_refusal_is_a_dead_letter_that_retry_resolve
     swr.respond_with_sequence(vec![
         Reply::throttled("0"),
         Reply::error(503, "SVCSTG.SWR.5000001", "busy"),
-        Reply::error(403, "SVCSTG.SWR.4030011", "no permission on the instance"),
+        // SWR's own error format: a list of {errorCode, errorMessage, detail}.
+        Reply::status(403).with_json(json!([{
+            "errorCode": "SVCSTG.SWR.4030011",
+            "errorMessage": "no permission on the instance",
+            "detail": ""
+        }])),
     ]);
     let app = spawn_resolving_app(&hss, &swr, |_| {}).await;
     post_digests(&app, "api", &[DIGEST_C]).await;
@@ -345,6 +350,11 @@ async fn throttling_is_retried_and_a_refusal_is_a_dead_letter_that_retry_resolve
     let letters = app.admin_get("/admin/dead-letters").await;
     let letter = &letters["dead_letters"][0];
     assert_eq!(letter["cause"]["http_status"], json!(403), "{letter}");
+    assert_eq!(
+        letter["cause"]["error_code"],
+        json!("SVCSTG.SWR.4030011"),
+        "{letter}"
+    );
     assert!(
         letter["cause"]["error_msg"]
             .as_str()
