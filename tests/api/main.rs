@@ -17,4 +17,5 @@ mod hss_client;
 mod operations;
 mod real_binary;
 mod replicas;
+mod swr_client;
 mod webhooks;
