@@ -678,7 +678,7 @@ impl Settings {
         Ok(())
     }
 
-    /// `sources[].resolve_digests` and `batch.resolve_*`.
+    /// `sources[].resolve_digests`, `batch.resolve_*` and `swr.endpoint`.
     fn validate_digest_resolution(&self) -> Result<(), ConfigError> {
         for (index, source) in self.sources.iter().enumerate() {
             if source.resolve_digests && source.image_type != ImageType::InstanceImage {
@@ -690,6 +690,14 @@ impl Settings {
                     ),
                 ));
             }
+        }
+        if let Some(endpoint) = &self.swr.endpoint
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            return Err(ConfigError::invalid(
+                "swr.endpoint",
+                "must be an http:// or https:// URL",
+            ));
         }
         if self.batch.resolve_attempts == 0 {
             return Err(ConfigError::invalid(

@@ -408,23 +408,51 @@ async fn without_resolution_a_digest_only_push_is_ignored_and_resolving_is_zero(
     app.stop().await;
 }
 
-#[tokio::test]
-async fn resolving_digests_is_for_instance_image_sources_only() {
+#[test]
+fn resolution_settings_are_checked_at_load() {
     let data = tempfile::tempdir().expect("dir");
-    let config = base_config(
+    let base = base_config(
         "http://127.0.0.1:9",
         &format!("sqlite://{}/b.db", data.path().display()),
-    )
-    .replace(
+    );
+    let shared_source = base.replace(
         "name = \"registry\"\nformat = \"distribution\"\nimage_type = \"shared_image\"",
         "name = \"registry\"\nformat = \"distribution\"\nimage_type = \"shared_image\"\nresolve_digests = true",
     );
-    let error = swr_scan_bridge::config::Settings::from_toml(&config)
-        .expect_err("a shared_image source cannot resolve digests")
-        .to_string();
-    assert!(
-        error.contains("sources[2].resolve_digests") && error.contains("instance_image"),
-        "{error}"
+    let no_attempts = base.replace(
+        "retry_max_ms = 1000",
+        "retry_max_ms = 1000\nresolve_attempts = 0",
+    );
+    let no_delay = base.replace(
+        "retry_max_ms = 1000",
+        "retry_max_ms = 1000\nresolve_delay_ms = 0",
+    );
+    let bad_endpoint = base.replace("[store]", "[swr]\nendpoint = \"swr.example\"\n\n[store]");
+    for (config, key, words) in [
+        (
+            shared_source,
+            "sources[2].resolve_digests",
+            "instance_image",
+        ),
+        (no_attempts, "batch.resolve_attempts", "at least 1"),
+        (no_delay, "batch.resolve_delay_ms", "greater than 0"),
+        (bad_endpoint, "swr.endpoint", "http"),
+    ] {
+        let error = swr_scan_bridge::config::Settings::from_toml(&config)
+            .expect_err(key)
+            .to_string();
+        assert!(error.contains(key) && error.contains(words), "{error}");
+    }
+    let resolving = swr_scan_bridge::config::Settings::from_toml(&base.replace(
+        "retry_max_ms = 1000",
+        "retry_max_ms = 1000\nresolve_attempts = 3",
+    ))
+    .expect("valid");
+    assert_eq!(resolving.batch.resolve_attempts, 3);
+    // The delay defaults to the window.
+    assert_eq!(
+        resolving.batch.resolve_delay(),
+        Duration::from_millis(60_000)
     );
 }
 
