@@ -4,14 +4,16 @@
 //!
 //! Like the batcher, it is woken by the intake after a digest was stored and
 //! otherwise sleeps until the store's next due digest (bounded by one resolve
-//! delay, to notice digests other replicas stored). Digests are resolved one at
-//! a time: each is one SWR call, and a lease in the store keeps two replicas
-//! from asking about the same digest at once.
+//! delay, to notice digests other replicas stored). Up to [`MAX_IN_FLIGHT`]
+//! digests are asked about at once, so one slow answer does not hold back the
+//! rest; a lease in the store keeps two replicas (or two asks) from resolving
+//! the same digest at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use crate::batcher::{Backoff, BatcherHandle};
 use crate::clock::Clock;
@@ -27,6 +29,9 @@ pub mod decide;
 
 pub use decide::ResolvePolicy;
 use decide::{Answer, Outcome, Plan};
+
+/// How many digests one replica asks SWR about at once.
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// How long to wait when a due digest is being claimed by another replica.
 const CONTENDED_PAUSE: Duration = Duration::from_millis(25);
@@ -111,7 +116,7 @@ impl Resolver {
                 break;
             }
             let pass = tokio::select! {
-                pass = self.resolve_due() => pass,
+                (pass, _) = self.resolve_due() => pass,
                 _ = stop.changed() => Pass::Stopped,
             };
             let pause = match pass {
@@ -133,30 +138,39 @@ impl Resolver {
 
     /// Resolves every digest due now, until none is or `deadline` passes
     /// (shutdown). Returns how many were asked about.
-    pub async fn drain(&self, deadline: tokio::time::Instant) -> usize {
-        let mut asked = 0;
-        let finished = tokio::time::timeout_at(deadline, async {
-            while let Ok(Some(claimed)) = self.claim().await {
-                self.resolve(claimed).await;
-                asked += 1;
+    pub async fn drain(self: &Arc<Self>, deadline: tokio::time::Instant) -> usize {
+        match tokio::time::timeout_at(deadline, self.resolve_due()).await {
+            Ok((_, asked)) => asked,
+            Err(_) => {
+                tracing::warn!("drain deadline reached; unresolved digests stay in the store");
+                0
             }
-        })
-        .await;
-        if finished.is_err() {
-            tracing::warn!(
-                asked,
-                "drain deadline reached; unresolved digests stay in the store"
-            );
         }
-        asked
     }
 
-    async fn resolve_due(&self) -> Pass {
+    /// Claims and resolves digests, [`MAX_IN_FLIGHT`] at once, until none is
+    /// due or the store fails; returns how that ended and how many were asked.
+    /// Each resolution is its own task, so it makes progress (and gives its
+    /// store connection back) while this one waits for a claim. Dropping this
+    /// future aborts them: their digests keep their leases (at least once).
+    async fn resolve_due(self: &Arc<Self>) -> (Pass, usize) {
+        let mut asking = JoinSet::new();
+        let mut ended = None;
+        let mut asked = 0;
         loop {
-            match self.claim().await {
-                Ok(Some(claimed)) => self.resolve(claimed).await,
-                Ok(None) => return Pass::AllDue,
-                Err(()) => return Pass::StoreFailed,
+            while ended.is_none() && asking.len() < MAX_IN_FLIGHT {
+                match self.claim().await {
+                    Ok(Some(claimed)) => {
+                        let resolver = Arc::clone(self);
+                        asking.spawn(async move { resolver.resolve(claimed).await });
+                    }
+                    Ok(None) => ended = Some(Pass::AllDue),
+                    Err(()) => ended = Some(Pass::StoreFailed),
+                }
+            }
+            match asking.join_next().await {
+                Some(_) => asked += 1,
+                None => return (ended.unwrap_or(Pass::AllDue), asked),
             }
         }
     }

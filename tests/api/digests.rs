@@ -521,7 +521,7 @@ async fn two_replicas_on_postgres_resolve_each_digest_once() {
     let hss = FakeHss::start(AK, SK).await;
     let swr = FakeSwr::start(hss.credentials(), PROJECT_ID, INSTANCE_ID).await;
     // A slow SWR: while one replica waits for an answer, the other claims.
-    swr.answer_after(Duration::from_millis(100));
+    swr.answer_after(Duration::from_millis(300));
     let digests: Vec<String> = (0..20).map(|i| format!("sha256:{i:064x}")).collect();
     for (i, digest) in digests.iter().enumerate() {
         swr.put_artifact("team-a", "api", digest, &[&format!("r{i}")]);
