@@ -90,6 +90,17 @@ fn resolutions(scrape: &Scrape, outcome: &str) -> f64 {
     )
 }
 
+/// Waits until `outcome` was counted `count` times: a resolution is counted
+/// right after its commit, which tests otherwise observe first.
+async fn wait_for_resolutions(app: &TestApp, outcome: &str, count: f64) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{count} resolutions {outcome}"),
+        || async { resolutions(&scrape(app).await, outcome) == count },
+    )
+    .await;
+}
+
 async fn resolving(app: &TestApp) -> u64 {
     app.admin_get("/admin/pending").await["digests_resolving"]
         .as_u64()
@@ -230,8 +241,8 @@ async fn each_tag_of_a_resolved_digest_is_scanned_once_through_the_source_filter
         );
         assert!(matches!(request.verdict, Verdict::Signed { .. }));
     }
+    wait_for_resolutions(&app, "resolved", 2.0).await;
     let scrape = scrape(&app).await;
-    assert_eq!(resolutions(&scrape, "resolved"), 2.0);
     for outcome in [
         "untagged_retry",
         "untagged",
@@ -278,9 +289,9 @@ async fn a_tag_that_appears_a_second_after_the_push_is_still_scanned() {
         scanned_tags(&hss) == tags_once(&["2026.11.28"])
     })
     .await;
+    wait_for_resolutions(&app, "resolved", 1.0).await;
     let scrape = scrape(&app).await;
     assert!(resolutions(&scrape, "untagged_retry") >= 2.0);
-    assert_eq!(resolutions(&scrape, "resolved"), 1.0);
     assert_eq!(resolutions(&scrape, "untagged"), 0.0);
     assert_eq!(resolving(&app).await, 0);
     assert!(swr.requests_with_bad_signature().is_empty());
@@ -365,9 +376,8 @@ async fn throttling_is_retried_and_a_refusal_is_a_dead_letter_that_retry_resolve
     assert_eq!(letter["unresolved"]["digest"], json!(DIGEST_C));
     assert_eq!(letter["unresolved"]["name"], json!("api"));
     assert_eq!(letter["images"], json!([]));
-    let scrape_now = scrape(&app).await;
-    assert_eq!(resolutions(&scrape_now, "retry"), 2.0);
-    assert_eq!(resolutions(&scrape_now, "dead_letter"), 1.0);
+    wait_for_resolutions(&app, "dead_letter", 1.0).await;
+    assert_eq!(resolutions(&scrape(&app).await, "retry"), 2.0);
     assert!(hss.requests().is_empty());
 
     let id = letter["id"].as_i64().expect("id");
@@ -383,7 +393,7 @@ async fn throttling_is_retried_and_a_refusal_is_a_dead_letter_that_retry_resolve
         scanned_tags(&hss) == tags_once(&["v3"])
     })
     .await;
-    assert_eq!(resolutions(&scrape(&app).await, "resolved"), 1.0);
+    wait_for_resolutions(&app, "resolved", 1.0).await;
     assert!(swr.requests_with_bad_signature().is_empty());
     app.stop().await;
 }
@@ -507,11 +517,14 @@ async fn a_digest_acknowledged_before_a_sigkill_is_resolved_after_the_restart() 
         scanned_tags(&hss) == tags_once(&["v9"])
     })
     .await;
-    let logs = restarted.logs();
-    assert!(
-        logs.contains("\"outcome\":\"resolved\""),
-        "the restarted bridge resolved it: {logs}"
-    );
+    // Its resolution is logged right after the commit that queued the tag,
+    // which under load may come after the tag already reached HSS.
+    wait_until(
+        Duration::from_secs(10),
+        "the restarted bridge logging the resolution",
+        || async { restarted.logs().contains("\"outcome\":\"resolved\"") },
+    )
+    .await;
     drop(restarted);
 }
 
@@ -568,6 +581,18 @@ async fn two_replicas_on_postgres_resolve_each_digest_once() {
     assert_eq!(before, asked.len(), "a digest was asked of SWR twice");
     assert_eq!(asked.len(), digests.len());
     assert!(swr.requests_with_bad_signature().is_empty());
+    wait_until(
+        Duration::from_secs(10),
+        "every resolution logged",
+        || async {
+            replicas
+                .iter()
+                .map(|replica| replica.logs().matches("\"outcome\":\"resolved\"").count())
+                .sum::<usize>()
+                >= digests.len()
+        },
+    )
+    .await;
     let resolved_by: Vec<usize> = replicas
         .iter()
         .map(|replica| replica.logs().matches("\"outcome\":\"resolved\"").count())
