@@ -14,6 +14,7 @@
 //! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
+//! - [`resolver`]: asks SWR EE for the tags of digest-only pushes; they join the queue.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
 //!   [`hss::errors`] reads failures for every client.
@@ -44,6 +45,7 @@ pub mod filter;
 pub mod hss;
 pub mod intake;
 pub mod ops;
+pub mod resolver;
 pub mod secret;
 pub mod startup;
 pub mod store;

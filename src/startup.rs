@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::app_state::{AppState, DrainFlag};
-use crate::batcher::Batcher;
+use crate::batcher::{Backoff, Batcher};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::hss::{HssClient, HssError, ScanSender};
@@ -21,7 +21,9 @@ use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
+use crate::resolver::{ResolvePolicy, Resolver};
 use crate::store::{self, Store, StoreError};
+use crate::swr::SwrClient;
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
@@ -55,6 +57,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     batcher_task: JoinHandle<()>,
+    resolver: Arc<Resolver>,
+    resolver_task: JoinHandle<()>,
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
     signals: ShutdownSignals,
@@ -96,18 +100,42 @@ impl Application {
         let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
         metrics.export_from_start(&source_names, settings.batch.window.as_duration());
         let clock = Clock::new();
+        let owner = lease_owner();
         let batcher = Arc::new(Batcher::new(
             Arc::clone(&store),
             sender,
             &settings.batch,
             settings.store.lease,
             clock,
-            lease_owner(),
+            owner.clone(),
+            metrics.clone(),
+        ));
+        // Always running, even when no source resolves digests any more:
+        // digests acknowledged before a configuration change are still owed.
+        let swr = Arc::new(SwrClient::new(
+            &settings.hss,
+            &settings.swr,
+            metrics.clone(),
+        )?);
+        let resolver = Arc::new(Resolver::new(
+            Arc::clone(&store),
+            swr,
+            sources.clone(),
+            ResolvePolicy {
+                attempts: settings.batch.resolve_attempts.get(),
+                delay: settings.batch.resolve_delay.as_duration(),
+                lease_ms: settings.store.lease.get(),
+            },
+            Backoff::from_settings(&settings.batch),
+            clock,
+            owner,
+            batcher.handle(),
             metrics.clone(),
         ));
         let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
+        let resolver_task = tokio::spawn(Arc::clone(&resolver).run(stop_rx.clone()));
         tokio::spawn(prune_deliveries(
             Arc::clone(&store),
             clock,
@@ -122,6 +150,7 @@ impl Application {
             sources,
             store,
             wake_batcher: batcher.handle(),
+            wake_resolver: resolver.handle(),
             batcher,
             policy,
             metrics,
@@ -175,6 +204,8 @@ impl Application {
             server,
             state,
             batcher_task,
+            resolver,
+            resolver_task,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
             signals,
@@ -214,8 +245,18 @@ impl Application {
         let linger = tokio::time::sleep_until((started + self.drain_linger).min(deadline));
         let state = self.state.clone();
         let mut server = server;
+        let resolver = self.resolver;
+        let resolver_task = self.resolver_task;
         let drained = tokio::time::timeout_at(deadline, async {
             let _ = self.batcher_task.await;
+            // Digests due now first, so the tags they resolve to leave with the
+            // flush; but a slow SWR gets at most half the time left, never the
+            // batches' share.
+            let _ = resolver_task.await;
+            let now = tokio::time::Instant::now();
+            resolver
+                .drain(now + deadline.saturating_duration_since(now) / 2)
+                .await;
             let sent = state.batcher.drain(state.policy, deadline).await;
             linger.await;
             // Graceful: requests in flight finish; the listener closes now.

@@ -9,6 +9,7 @@ mod api {
     mod config;
     mod crash;
     mod demo;
+    mod digests;
     mod fixtures;
     mod health;
     mod hss_client;
@@ -18,5 +19,6 @@ mod api {
     mod replicas;
     mod shutdown;
     mod sign_command;
+    mod swr_client;
     mod webhooks;
 }

@@ -63,6 +63,47 @@ struct CountingStore {
     next_due_calls: AtomicUsize,
 }
 
+/// The digest queue is not what these tests count: straight through.
+#[async_trait]
+impl crate::store::DigestQueue for CountingStore {
+    async fn enqueue_digests(
+        &self,
+        delivery: Option<&DeliveryKey>,
+        digests: &[crate::store::UnresolvedDigest],
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        self.inner.enqueue_digests(delivery, digests, now).await
+    }
+    async fn claim_digest(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+    ) -> Result<Option<crate::store::ClaimedDigest>, StoreError> {
+        self.inner.claim_digest(owner, now, lease_ms).await
+    }
+    async fn next_digest_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.inner.next_digest_due().await
+    }
+    async fn settle_digest(
+        &self,
+        claimed: &crate::store::ClaimedDigest,
+        settlement: crate::store::DigestSettlement,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.settle_digest(claimed, settlement, now).await
+    }
+    async fn waiting_digests(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::WaitingDigest>, StoreError> {
+        self.inner.waiting_digests(limit).await
+    }
+    async fn digests_resolving(&self) -> Result<u64, StoreError> {
+        self.inner.digests_resolving().await
+    }
+}
+
 #[async_trait]
 impl Store for CountingStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -162,6 +203,7 @@ fn batch_settings(max_images: usize) -> BatchSettings {
         max_images,
         retry_base_ms: 1_000,
         retry_max_ms: 60_000,
+        ..RawBatch::default()
     })
     .expect("valid [batch]")
 }
@@ -207,6 +249,7 @@ fn target(instance: &str, tag: &str) -> ScanTarget {
         },
         image: ImageRef::new("team-a", "api", tag),
         instance_url: Some("ee.example.com".into()),
+        digest: None,
     }
 }
 

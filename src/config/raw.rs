@@ -102,6 +102,10 @@ pub struct RawBatch {
     pub retry_base_ms: u64,
     /// Upper bound of any retry delay.
     pub retry_max_ms: u64,
+    /// Digest resolution: how often SWR is asked for an untagged digest's tags …
+    pub resolve_attempts: u32,
+    /// … and how far apart; default `window_ms`.
+    pub resolve_delay_ms: Option<u64>,
 }
 
 impl Default for RawBatch {
@@ -111,6 +115,8 @@ impl Default for RawBatch {
             max_images: 100,
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
+            resolve_attempts: 5,
+            resolve_delay_ms: None,
         }
     }
 }
@@ -224,6 +230,10 @@ pub struct RawSource {
     /// Requests per second accepted from this source; excess gets 429. None: unlimited.
     #[serde(default)]
     pub rate_limit_per_s: Option<u32>,
+    /// Digest-only pushes are resolved to their tags through SWR EE
+    /// (instance_image sources only); when false they are ignored.
+    #[serde(default)]
+    pub resolve_digests: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

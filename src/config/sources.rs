@@ -23,6 +23,9 @@ pub struct SourceSettings {
     pub filter: ImageFilter,
     /// Requests per second accepted; excess gets 429. `None`: unlimited.
     pub rate_limit_per_s: Option<NonZeroU32>,
+    /// Digest-only pushes are resolved to their tags through SWR EE
+    /// (instance_image sources only); when false they are ignored.
+    pub resolve_digests: bool,
 }
 
 impl SourceSettings {
@@ -75,6 +78,15 @@ impl SourceSettings {
             },
             ImageType::PrivateImage | ImageType::SharedImage => None,
         };
+        if raw.resolve_digests && raw.image_type != ImageType::InstanceImage {
+            return Err(ConfigError::invalid(
+                "resolve_digests",
+                format!(
+                    "only instance_image sources can resolve digests (through the SWR EE API); this source has image_type = \"{}\": set resolve_digests = false",
+                    raw.image_type
+                ),
+            ));
+        }
         let verify = VerifySettings::parse(&raw.verify)?;
         let rate_limit_per_s = match raw.rate_limit_per_s {
             None => None,
@@ -105,6 +117,7 @@ impl SourceSettings {
             verify,
             filter,
             rate_limit_per_s,
+            resolve_digests: raw.resolve_digests,
         })
     }
 }

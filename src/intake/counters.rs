@@ -3,9 +3,10 @@
 //! map on every request.
 //!
 //! The accepted and duplicate series exist from start-up (see
-//! [`Metrics::export_from_start`]); an ignored series is resolved at its
-//! first increment, so it still appears on `/metrics` only once it counted
-//! something, as it did when every increment looked it up.
+//! [`Metrics::export_from_start`]); the others are resolved at their first
+//! use, so each still appears on `/metrics` exactly when it did while every
+//! increment looked it up: an ignored or resolving webhook's series once it
+//! counted one, the resolving images' series at the first webhook.
 
 use std::sync::OnceLock;
 
@@ -74,10 +75,22 @@ pub struct IntakeCounters {
     image_vec: IntCounterVec,
     webhooks_accepted: IntCounter,
     webhooks_duplicate: IntCounter,
+    webhooks_resolving: OnceLock<IntCounter>,
     webhooks_ignored: [OnceLock<IntCounter>; REASONS + 2],
     images_accepted: IntCounter,
     images_duplicate: IntCounter,
+    images_resolving: OnceLock<IntCounter>,
     images_ignored: [OnceLock<IntCounter>; REASONS],
+}
+
+/// What one webhook's images came to.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageCounts<'a> {
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// Pushed by digest only, waiting for the digest to be resolved to tags.
+    pub resolving: usize,
+    pub ignored: &'a [Ignored],
 }
 
 impl IntakeCounters {
@@ -92,7 +105,9 @@ impl IntakeCounters {
             images_duplicate: image_vec.with_label_values(&[source, "duplicate", ""]),
             webhook_vec,
             image_vec,
+            webhooks_resolving: OnceLock::new(),
             webhooks_ignored: Default::default(),
+            images_resolving: OnceLock::new(),
             images_ignored: Default::default(),
         }
     }
@@ -105,6 +120,15 @@ impl IntakeCounters {
         self.webhooks_duplicate.inc();
     }
 
+    pub fn webhook_resolving(&self) {
+        self.webhooks_resolving
+            .get_or_init(|| {
+                self.webhook_vec
+                    .with_label_values(&[&self.source, "resolving", ""])
+            })
+            .inc();
+    }
+
     pub fn webhook_ignored(&self, why: IgnoredWebhook) {
         self.webhooks_ignored[why.slot()]
             .get_or_init(|| {
@@ -114,12 +138,18 @@ impl IntakeCounters {
             .inc();
     }
 
-    /// A webhook's images by outcome: accepted and duplicate counts, and one
-    /// increment per ignored image under its reason.
-    pub fn images(&self, accepted: usize, duplicates: usize, ignored: &[Ignored]) {
-        self.images_accepted.inc_by(accepted as u64);
-        self.images_duplicate.inc_by(duplicates as u64);
-        for image in ignored {
+    /// A webhook's images by outcome, with one increment per ignored image
+    /// under its reason.
+    pub fn images(&self, counts: &ImageCounts<'_>) {
+        self.images_accepted.inc_by(counts.accepted as u64);
+        self.images_duplicate.inc_by(counts.duplicates as u64);
+        self.images_resolving
+            .get_or_init(|| {
+                self.image_vec
+                    .with_label_values(&[&self.source, "resolving", ""])
+            })
+            .inc_by(counts.resolving as u64);
+        for image in counts.ignored {
             let reason = image.reason;
             self.images_ignored[reason_slot(reason)]
                 .get_or_init(|| {
@@ -164,12 +194,20 @@ mod tests {
         counters.webhook_accepted();
         counters.webhook_duplicate();
         counters.webhook_duplicate();
-        counters.images(3, 1, &[ignored(IgnoreReason::FilteredOut)]);
+        counters.images(&ImageCounts {
+            accepted: 3,
+            duplicates: 1,
+            resolving: 2,
+            ignored: &[ignored(IgnoreReason::FilteredOut)],
+        });
+        counters.webhook_resolving();
         let series = |vec: &IntCounterVec, labels: &[&str]| vec.with_label_values(labels).get();
         assert_eq!(series(&metrics.webhooks, &["swr-ee", "accepted", ""]), 1);
         assert_eq!(series(&metrics.webhooks, &["swr-ee", "duplicate", ""]), 2);
         assert_eq!(series(&metrics.images, &["swr-ee", "accepted", ""]), 3);
         assert_eq!(series(&metrics.images, &["swr-ee", "duplicate", ""]), 1);
+        assert_eq!(series(&metrics.images, &["swr-ee", "resolving", ""]), 2);
+        assert_eq!(series(&metrics.webhooks, &["swr-ee", "resolving", ""]), 1);
         assert_eq!(
             series(&metrics.images, &["swr-ee", "ignored", "filtered_out"]),
             1

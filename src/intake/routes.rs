@@ -23,12 +23,12 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::counters::{IgnoredWebhook, IntakeCounters};
+use super::counters::{IgnoredWebhook, ImageCounts, IntakeCounters};
 use super::formats::{self, IgnoreReason, Ignored};
 use super::source::Source;
 use crate::api_error::ApiError;
 use crate::app_state::AppState;
-use crate::store::{DeliveryKey, EnqueueCounts, Enqueued};
+use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, UnresolvedDigest};
 use crate::telemetry::RequestId;
 
 /// A body must arrive within this long of its head (which itself must arrive
@@ -42,6 +42,8 @@ pub struct Accepted {
     pub accepted: usize,
     pub duplicates: usize,
     pub ignored: usize,
+    /// Digest-only pushes stored for resolution through SWR EE.
+    pub resolving: usize,
     pub reasons: Vec<Ignored>,
 }
 
@@ -66,9 +68,12 @@ pub async fn receive_webhook(
         Ok((source, answer)) => {
             let verdict = Verdict::of(&answer);
             verdict.count(&source.counters);
-            source
-                .counters
-                .images(answer.accepted, answer.duplicates, &answer.reasons);
+            source.counters.images(&ImageCounts {
+                accepted: answer.accepted,
+                duplicates: answer.duplicates,
+                resolving: answer.resolving,
+                ignored: &answer.reasons,
+            });
             let response = HttpResponse::Accepted().json(&answer);
             tracing::info!(
                 request_id = request_id.as_str(),
@@ -78,6 +83,7 @@ pub async fn receive_webhook(
                 accepted = answer.accepted,
                 duplicates = answer.duplicates,
                 ignored = answer.ignored,
+                resolving = answer.resolving,
                 status = response.status().as_u16(),
                 duration_us = micros_since(started),
                 "webhook"
@@ -117,6 +123,8 @@ fn micros_since(started: Instant) -> u64 {
 enum Verdict {
     /// It stored at least one new image.
     Accepted,
+    /// It stored no new image, but at least one digest to resolve into one.
+    Resolving,
     /// Every image it named was already waiting (or it was a redelivery).
     Duplicate,
     /// It named nothing to scan.
@@ -127,6 +135,8 @@ impl Verdict {
     fn of(answer: &Accepted) -> Self {
         if answer.accepted > 0 {
             Verdict::Accepted
+        } else if answer.resolving > 0 {
+            Verdict::Resolving
         } else if answer.duplicates > 0 {
             Verdict::Duplicate
         } else {
@@ -137,6 +147,7 @@ impl Verdict {
     fn count(self, counters: &IntakeCounters) {
         match self {
             Verdict::Accepted => counters.webhook_accepted(),
+            Verdict::Resolving => counters.webhook_resolving(),
             Verdict::Duplicate => counters.webhook_duplicate(),
             Verdict::Ignored(why) => counters.webhook_ignored(why),
         }
@@ -145,6 +156,7 @@ impl Verdict {
     fn outcome(self) -> &'static str {
         match self {
             Verdict::Accepted => "accepted",
+            Verdict::Resolving => "resolving",
             Verdict::Duplicate => "duplicate",
             Verdict::Ignored(_) => "ignored",
         }
@@ -154,7 +166,7 @@ impl Verdict {
     fn reason(self) -> &'static str {
         match self {
             Verdict::Ignored(why) => why.as_str(),
-            Verdict::Accepted | Verdict::Duplicate => "",
+            Verdict::Accepted | Verdict::Resolving | Verdict::Duplicate => "",
         }
     }
 }
@@ -230,6 +242,17 @@ async fn handle(
     let parsed = formats::parse(source.settings.format, request.headers(), &body)?;
 
     let mut reasons = parsed.ignored;
+    let mut unresolved = Vec::new();
+    for pushed in parsed.digest_only {
+        if source.resolves_digests() {
+            unresolved.push(source.unresolved_digest(pushed));
+        } else {
+            reasons.push(Ignored {
+                reason: IgnoreReason::PushByDigest,
+                subject: pushed.subject(),
+            });
+        }
+    }
     let mut targets = Vec::with_capacity(parsed.images.len());
     for pushed in parsed.images {
         if source.settings.filter.admits(&pushed.image) {
@@ -251,16 +274,55 @@ async fn handle(
         });
     // Read anew: the body may have taken a while to arrive.
     let now_ms = state.clock.now_ms();
+    // Digests first: the delivery id is recorded with the images, after them,
+    // so a redelivery is a duplicate only once both are stored.
+    let digests = store_digests(source, state, delivery.as_ref(), &unresolved, now_ms).await?;
     let counts = store_targets(source, state, delivery.as_ref(), &targets, now_ms).await?;
     if counts.accepted > 0 {
         state.wake_batcher.wake();
     }
+    if digests.accepted > 0 {
+        state.wake_resolver.wake();
+    }
     Ok(Accepted {
         accepted: counts.accepted,
-        duplicates: counts.duplicates,
+        duplicates: counts.duplicates + digests.duplicates,
         ignored: reasons.len(),
+        resolving: digests.accepted,
         reasons,
     })
+}
+
+async fn store_digests(
+    source: &Source,
+    state: &AppState,
+    delivery: Option<&DeliveryKey>,
+    unresolved: &[UnresolvedDigest],
+    now_ms: i64,
+) -> Result<EnqueueCounts, ApiError> {
+    if unresolved.is_empty() {
+        return Ok(EnqueueCounts::default());
+    }
+    match state
+        .store
+        .enqueue_digests(delivery, unresolved, now_ms)
+        .await
+    {
+        Ok(Enqueued::Stored(counts)) => Ok(counts),
+        Ok(Enqueued::DuplicateDelivery) => Ok(EnqueueCounts {
+            accepted: 0,
+            duplicates: unresolved.len(),
+        }),
+        Err(error) => {
+            state
+                .metrics
+                .store_errors
+                .with_label_values(&["enqueue_digests"])
+                .inc();
+            tracing::error!(source = source.name(), error = %error, "cannot store webhook digests");
+            Err(error.into())
+        }
+    }
 }
 
 async fn store_targets(

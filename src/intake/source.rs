@@ -8,11 +8,12 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::counters::IntakeCounters;
-use super::formats::PushedImage;
+use super::formats::{PushedDigest, PushedImage};
 use super::verify::Verifier;
 use crate::config::SourceSettings;
-use crate::domain::{ImageType, ScanTarget};
+use crate::domain::{ImageRef, ImageType, ScanTarget};
 use crate::ops::metrics::Metrics;
+use crate::store::UnresolvedDigest;
 
 pub struct Source {
     pub settings: SourceSettings,
@@ -47,15 +48,46 @@ impl Source {
     /// Where HSS should scan a pushed image: this source's partition, and for
     /// instance images the configured `instance_url` or the payload's registry host.
     pub fn scan_target(&self, pushed: PushedImage) -> ScanTarget {
-        let partition = &self.settings.partition;
-        let instance_url = match partition.image_type {
-            ImageType::InstanceImage => self.settings.instance_url.clone().or(pushed.registry_host),
-            ImageType::PrivateImage | ImageType::SharedImage => None,
-        };
         ScanTarget {
-            partition: partition.clone(),
+            partition: self.settings.partition.clone(),
             image: pushed.image,
-            instance_url,
+            instance_url: self.instance_url(pushed.registry_host),
+            digest: pushed.digest,
+        }
+    }
+
+    /// Whether digest-only pushes are resolved (else ignored).
+    pub fn resolves_digests(&self) -> bool {
+        self.settings.resolve_digests
+    }
+
+    /// A digest-only push as it waits for resolution, in this source's partition.
+    pub fn unresolved_digest(&self, pushed: PushedDigest) -> UnresolvedDigest {
+        UnresolvedDigest {
+            source: self.name().to_string(),
+            partition: self.settings.partition.clone(),
+            instance_url: self.instance_url(pushed.registry_host),
+            namespace: pushed.namespace,
+            name: pushed.name,
+            digest: pushed.digest,
+        }
+    }
+
+    /// The image a resolved digest's `tag` names, to scan where the digest
+    /// would have been scanned.
+    pub fn resolved_target(&self, unresolved: &UnresolvedDigest, tag: &str) -> ScanTarget {
+        ScanTarget {
+            partition: unresolved.partition.clone(),
+            image: ImageRef::new(&unresolved.namespace, &unresolved.name, tag),
+            instance_url: unresolved.instance_url.clone(),
+            digest: Some(unresolved.digest.clone()),
+        }
+    }
+
+    fn instance_url(&self, registry_host: Option<String>) -> Option<String> {
+        match self.settings.partition.image_type {
+            ImageType::InstanceImage => self.settings.instance_url.clone().or(registry_host),
+            _ => None,
         }
     }
 }

@@ -27,11 +27,15 @@ pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+pub mod digest_queue;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 mod stored_image;
 
+pub use digest_queue::{
+    ClaimedDigest, DigestQueue, DigestSettlement, UnresolvedDigest, WaitingDigest,
+};
 pub use memory::MemoryStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +128,7 @@ pub struct PendingImage {
     pub partition: Partition,
     pub image: ImageRef,
     pub instance_url: Option<String>,
+    pub digest: Option<String>,
     pub enqueued_at: Millis,
     /// The batch carrying it, when one was claimed.
     pub batch_id: Option<i64>,
@@ -133,7 +138,12 @@ pub struct PendingImage {
 pub struct DeadLetter {
     pub id: i64,
     pub partition: Partition,
+    /// Empty for a digest SWR refused to resolve (see `unresolved`).
     pub images: Vec<BatchImage>,
+    /// A digest-only push whose resolution SWR refused for good; retrying
+    /// the dead letter queues the resolution again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<UnresolvedDigest>,
     pub cause: DeadLetterCause,
     pub attempts: u32,
     pub failed_at: Millis,
@@ -150,7 +160,7 @@ pub struct StoreStats {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DigestQueue + Send + Sync + 'static {
     /// Creates or upgrades the schema; safe when several replicas start at once.
     async fn migrate(&self) -> Result<(), StoreError>;
 
@@ -212,8 +222,10 @@ pub trait Store: Send + Sync + 'static {
     /// Dead letters, newest first.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Puts a dead letter's images back in the queue (as if pushed at `now`)
-    /// and removes the dead letter. `None` when no such dead letter exists.
+    /// Puts a dead letter's images back in the queue (as if pushed at `now`),
+    /// or its digest back among those waiting for resolution (counted in
+    /// `accepted`), and removes the dead letter. `None` when no such dead
+    /// letter exists.
     async fn retry_dead_letter(
         &self,
         id: i64,

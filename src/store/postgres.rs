@@ -29,6 +29,7 @@ use super::{
 };
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
+mod digests;
 mod errors;
 mod migrate;
 mod pool;
@@ -121,7 +122,7 @@ fn partition_of(row: &Row) -> Result<Partition, StoreError> {
     })
 }
 
-/// Reads the `namespace`, `name`, `tag`, `instance_url` columns.
+/// Reads the `namespace`, `name`, `tag`, `instance_url`, `digest` columns.
 fn batch_image_of(row: &Row) -> Result<BatchImage, StoreError> {
     Ok(BatchImage {
         image: ImageRef::new(
@@ -130,8 +131,7 @@ fn batch_image_of(row: &Row) -> Result<BatchImage, StoreError> {
             get::<String>(row, "tag")?,
         ),
         instance_url: get(row, "instance_url")?,
-        // No digest column yet: the store does not carry digests.
-        digest: None,
+        digest: get(row, "digest")?,
     })
 }
 
@@ -157,14 +157,14 @@ fn as_bigint(limit: usize) -> i64 {
 async fn insert_unbatched(
     client: &impl GenericClient,
     partition: &Partition,
-    images: &[(&ImageRef, Option<&str>)],
+    images: &[(&ImageRef, Option<&str>, Option<&str>)],
     now: Millis,
 ) -> Result<EnqueueCounts, StoreError> {
     let insert = client
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )
@@ -172,7 +172,7 @@ async fn insert_unbatched(
         .map_err(from_postgres)?;
     let partition_key = partition.key();
     let mut counts = EnqueueCounts::default();
-    for (image, instance_url) in images {
+    for (image, instance_url, digest) in images {
         let inserted = client
             .execute(
                 &insert,
@@ -186,6 +186,7 @@ async fn insert_unbatched(
                     &image.tag,
                     &instance_url,
                     &now,
+                    &digest,
                 ],
             )
             .await
@@ -206,7 +207,7 @@ async fn images_of_batch(
 ) -> Result<Vec<BatchImage>, StoreError> {
     let select = client
         .prepare_cached(
-            "SELECT namespace, name, tag, instance_url FROM pending_images
+            "SELECT namespace, name, tag, instance_url, digest FROM pending_images
              WHERE batch_id = $1 ORDER BY enqueued_at, id",
         )
         .await
@@ -307,7 +308,7 @@ async fn form_batch(
     let oldest_unbatched = tx
         .prepare_cached(
             "SELECT id, image_type, instance_id, enterprise_project_id,
-                    namespace, name, tag, instance_url, enqueued_at
+                    namespace, name, tag, instance_url, digest, enqueued_at
              FROM pending_images
              WHERE batch_id IS NULL AND partition_key = $1
              ORDER BY enqueued_at, id
@@ -439,7 +440,11 @@ impl Store for PostgresStore {
                 let one = insert_unbatched(
                     &tx,
                     &target.partition,
-                    &[(&target.image, target.instance_url.as_deref())],
+                    &[(
+                        &target.image,
+                        target.instance_url.as_deref(),
+                        target.digest.as_deref(),
+                    )],
                     now,
                 )
                 .await?;
@@ -623,7 +628,7 @@ impl Store for PostgresStore {
             client
                 .query(
                     "SELECT image_type, instance_id, enterprise_project_id, namespace, name,
-                            tag, instance_url, enqueued_at, batch_id
+                            tag, instance_url, digest, enqueued_at, batch_id
                      FROM pending_images ORDER BY enqueued_at, id LIMIT $1",
                     &[&as_bigint(limit)],
                 )
@@ -634,12 +639,13 @@ impl Store for PostgresStore {
                     let BatchImage {
                         image,
                         instance_url,
-                        ..
+                        digest,
                     } = batch_image_of(row)?;
                     Ok(PendingImage {
                         partition: partition_of(row)?,
                         image,
                         instance_url,
+                        digest,
                         enqueued_at: get(row, "enqueued_at")?,
                         batch_id: get(row, "batch_id")?,
                     })
@@ -655,7 +661,8 @@ impl Store for PostgresStore {
             client
                 .query(
                     "SELECT id, image_type, instance_id, enterprise_project_id, images,
-                            http_status, error_code, error_msg, request_id, attempts, failed_at
+                            http_status, error_code, error_msg, request_id, attempts, failed_at,
+                            unresolved
                      FROM dead_letters ORDER BY id DESC LIMIT $1",
                     &[&as_bigint(limit)],
                 )
@@ -676,6 +683,7 @@ impl Store for PostgresStore {
                         id: get(row, "id")?,
                         partition: partition_of(row)?,
                         images: images.into_iter().map(BatchImage::from).collect(),
+                        unresolved: digests::unresolved_of(row)?,
                         cause: DeadLetterCause {
                             http_status,
                             error_code: get(row, "error_code")?,
@@ -702,7 +710,7 @@ impl Store for PostgresStore {
             let Some(letter) = tx
                 .query_opt(
                     "DELETE FROM dead_letters WHERE id = $1
-                     RETURNING image_type, instance_id, enterprise_project_id, images",
+                     RETURNING image_type, instance_id, enterprise_project_id, images, unresolved",
                     &[&id],
                 )
                 .await
@@ -714,11 +722,24 @@ impl Store for PostgresStore {
             let partition = partition_of(&letter)?;
             let Json(images) = get::<Json<Vec<StoredImage>>>(&letter, "images")?;
             let images: Vec<BatchImage> = images.into_iter().map(BatchImage::from).collect();
-            let images: Vec<(&ImageRef, Option<&str>)> = images
+            let images: Vec<(&ImageRef, Option<&str>, Option<&str>)> = images
                 .iter()
-                .map(|image| (&image.image, image.instance_url.as_deref()))
+                .map(|image| {
+                    (
+                        &image.image,
+                        image.instance_url.as_deref(),
+                        image.digest.as_deref(),
+                    )
+                })
                 .collect();
-            let counts = insert_unbatched(&tx, &partition, &images, now).await?;
+            let mut counts = insert_unbatched(&tx, &partition, &images, now).await?;
+            if let Some(digest) = digests::unresolved_of(&letter)? {
+                if digests::insert_digest(&tx, &digest, now).await? {
+                    counts.accepted += 1;
+                } else {
+                    counts.duplicates += 1;
+                }
+            }
             tx.commit().await.map_err(from_postgres)?;
             tracing::info!(
                 dead_letter_id = id,

@@ -2,7 +2,9 @@
 //! credentials.
 //!
 //! - [`client`]: signed `GET` calls and what SWR's answers mean.
+//! - [`enterprise`]: SWR Enterprise Edition operations (`ShowInstanceArtifact`).
 
 pub mod client;
+pub mod enterprise;
 
 pub use client::{SwrAnswer, SwrClient, SwrError, SwrErrorKind};

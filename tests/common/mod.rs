@@ -7,6 +7,7 @@
 
 pub mod fake_hss;
 pub mod fake_issuers;
+pub mod fake_swr;
 pub mod helpers;
 pub mod ops;
 pub mod postgres_support;

@@ -17,13 +17,14 @@ pub(super) fn insert_unbatched(
     partition: &Partition,
     image: &ImageRef,
     instance_url: Option<&str>,
+    digest: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<bool> {
     let inserted = tx
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )?
@@ -37,6 +38,7 @@ pub(super) fn insert_unbatched(
             &image.tag,
             instance_url,
             now,
+            digest,
         ))?;
     Ok(inserted == 1)
 }
@@ -136,6 +138,7 @@ pub(super) fn enqueue(
             &target.partition,
             &target.image,
             target.instance_url.as_deref(),
+            target.digest.as_deref(),
             now,
         )? {
             counts.accepted += 1;

@@ -50,6 +50,7 @@ use crate::domain::ScanTarget;
 mod admin;
 mod claim;
 mod connection;
+mod digests;
 mod enqueue;
 mod errors;
 mod group_commit;
