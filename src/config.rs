@@ -295,12 +295,70 @@ pub enum VerifyScheme {
     HmacSha256,
 }
 
+/// What a source is: a webhook sender in one of the payload formats, or SWR
+/// basic edition polled by the bridge (it sends no webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Harbor,
+    Cloudevents,
+    Distribution,
+    #[serde(rename = "swr-poll")]
+    SwrPoll,
+}
+
+impl SourceFormat {
+    /// The payload format of a webhook source; `None` for a poll source.
+    pub fn payload(self) -> Option<PayloadFormat> {
+        match self {
+            SourceFormat::Harbor => Some(PayloadFormat::Harbor),
+            SourceFormat::Cloudevents => Some(PayloadFormat::Cloudevents),
+            SourceFormat::Distribution => Some(PayloadFormat::Distribution),
+            SourceFormat::SwrPoll => None,
+        }
+    }
+}
+
+/// `[sources.poll]` of a `format = "swr-poll"` source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollSettings {
+    /// How often SWR is asked for what changed.
+    pub interval_ms: u64,
+    /// Namespaces to watch; absent: every namespace the credentials can list.
+    pub namespaces: Option<Vec<String>>,
+    /// True: the very first poll enqueues every tag it finds; false: it only
+    /// records them, and later polls enqueue what is new.
+    pub scan_existing: bool,
+}
+
+/// Polling more often than this buys little (SWR's own update times are
+/// coarse) and spends the account's SWR API quota.
+pub const MIN_POLL_INTERVAL_MS: u64 = 1_000;
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            namespaces: None,
+            scan_existing: false,
+        }
+    }
+}
+
+impl PollSettings {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
-    /// Path segment of `POST /webhooks/{name}`.
+    /// Path segment of `POST /webhooks/{name}` (webhook sources); a poll
+    /// source's name labels its logs, metrics and poll state.
     pub name: String,
-    pub format: PayloadFormat,
+    pub format: SourceFormat,
     pub image_type: ImageType,
     #[serde(default)]
     pub instance_id: Option<String>,
@@ -310,7 +368,12 @@ pub struct SourceSettings {
     /// Default: `hss.enterprise_project_id`.
     #[serde(default)]
     pub enterprise_project_id: Option<String>,
-    pub verify: VerifySettings,
+    /// Webhook sources only (required there); poll sources receive no webhooks.
+    #[serde(default)]
+    pub verify: Option<VerifySettings>,
+    /// `format = "swr-poll"` only; absent means every default.
+    #[serde(default)]
+    pub poll: Option<PollSettings>,
     #[serde(default)]
     pub filter: FilterSettings,
     /// Requests per second accepted from this source; excess gets 429. None: unlimited.
@@ -606,47 +669,10 @@ impl Settings {
                     format!("\"{}\" is used by two sources", source.name),
                 ));
             }
-            if source.image_type == ImageType::InstanceImage
-                && source.instance_id.as_deref().is_none_or(str::is_empty)
-            {
-                return Err(ConfigError::invalid(
-                    key("instance_id"),
-                    "required when image_type = \"instance_image\"",
-                ));
-            }
-            if source.verify.secrets.is_empty() {
-                return Err(ConfigError::invalid(
-                    key("verify.secrets"),
-                    "needs at least one secret; unauthenticated webhooks are not accepted",
-                ));
-            }
-            if source.verify.scheme == VerifyScheme::StandardWebhooks {
-                for (i, secret) in source.verify.secrets.iter().enumerate() {
-                    if crate::intake::verify::standard_webhooks_key(secret).is_none() {
-                        return Err(ConfigError::invalid(
-                            key(&format!("verify.secrets[{i}]")),
-                            "a standard-webhooks secret must be whsec_ followed by base64",
-                        ));
-                    }
-                }
-            }
-            if source.verify.effective_header().is_empty()
-                || actix_web::http::header::HeaderName::try_from(source.verify.effective_header())
-                    .is_err()
-            {
-                return Err(ConfigError::invalid(
-                    key("verify.header"),
-                    "must be a valid HTTP header name",
-                ));
-            }
-            if let Err(reason) = crate::intake::verify::Verifier::new(&source.verify) {
-                return Err(ConfigError::invalid(key("verify"), reason));
-            }
-            if source.rate_limit_per_s == Some(0) {
-                return Err(ConfigError::invalid(
-                    key("rate_limit_per_s"),
-                    "must be greater than 0, or absent for no limit",
-                ));
+            if source.format == SourceFormat::SwrPoll {
+                validate_poll_source(source, &key)?;
+            } else {
+                self.validate_webhook_source(source, &key)?;
             }
             for (list, globs) in [
                 ("filter.include", &source.filter.include),
@@ -662,7 +688,130 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_webhook_source(
+        &self,
+        source: &SourceSettings,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        if source.image_type == ImageType::InstanceImage
+            && source.instance_id.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::invalid(
+                key("instance_id"),
+                "required when image_type = \"instance_image\"",
+            ));
+        }
+        if source.poll.is_some() {
+            return Err(ConfigError::invalid(
+                key("poll"),
+                "only a format = \"swr-poll\" source polls; remove [sources.poll] or change the format",
+            ));
+        }
+        let Some(verify) = &source.verify else {
+            return Err(ConfigError::invalid(
+                key("verify"),
+                "required for a webhook source: add [sources.verify] with a scheme and secrets",
+            ));
+        };
+        if verify.secrets.is_empty() {
+            return Err(ConfigError::invalid(
+                key("verify.secrets"),
+                "needs at least one secret; unauthenticated webhooks are not accepted",
+            ));
+        }
+        if verify.scheme == VerifyScheme::StandardWebhooks {
+            for (i, secret) in verify.secrets.iter().enumerate() {
+                if crate::intake::verify::standard_webhooks_key(secret).is_none() {
+                    return Err(ConfigError::invalid(
+                        key(&format!("verify.secrets[{i}]")),
+                        "a standard-webhooks secret must be whsec_ followed by base64",
+                    ));
+                }
+            }
+        }
+        if verify.effective_header().is_empty()
+            || actix_web::http::header::HeaderName::try_from(verify.effective_header()).is_err()
+        {
+            return Err(ConfigError::invalid(
+                key("verify.header"),
+                "must be a valid HTTP header name",
+            ));
+        }
+        if let Err(reason) = crate::intake::verify::Verifier::new(verify) {
+            return Err(ConfigError::invalid(key("verify"), reason));
+        }
+        if source.rate_limit_per_s == Some(0) {
+            return Err(ConfigError::invalid(
+                key("rate_limit_per_s"),
+                "must be greater than 0, or absent for no limit",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn source(&self, name: &str) -> Option<&SourceSettings> {
         self.sources.iter().find(|s| s.name == name)
     }
+}
+
+/// A poll source: no webhook settings, an SWR basic image type, a sane interval.
+fn validate_poll_source(
+    source: &SourceSettings,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if source.verify.is_some() {
+        return Err(ConfigError::invalid(
+            key("verify"),
+            "a swr-poll source receives no webhooks (the bridge polls SWR); remove [sources.verify]",
+        ));
+    }
+    if !matches!(
+        source.image_type,
+        ImageType::PrivateImage | ImageType::SharedImage
+    ) {
+        return Err(ConfigError::invalid(
+            key("image_type"),
+            "a swr-poll source watches SWR basic edition: private_image or shared_image \
+             (SWR Enterprise Edition sends webhooks; use format = \"harbor\")",
+        ));
+    }
+    for (field, present) in [
+        ("instance_id", source.instance_id.is_some()),
+        ("instance_url", source.instance_url.is_some()),
+        ("rate_limit_per_s", source.rate_limit_per_s.is_some()),
+    ] {
+        if present {
+            return Err(ConfigError::invalid(
+                key(field),
+                "not used by a swr-poll source; remove it",
+            ));
+        }
+    }
+    let poll = source.poll.clone().unwrap_or_default();
+    if poll.interval_ms < MIN_POLL_INTERVAL_MS {
+        return Err(ConfigError::invalid(
+            key("poll.interval_ms"),
+            format!(
+                "{} is too often; poll at most once a second (at least {MIN_POLL_INTERVAL_MS})",
+                poll.interval_ms
+            ),
+        ));
+    }
+    if let Some(namespaces) = &poll.namespaces {
+        if namespaces.is_empty() {
+            return Err(ConfigError::invalid(
+                key("poll.namespaces"),
+                "an empty list watches nothing; remove the key to watch every namespace",
+            ));
+        }
+        for (i, namespace) in namespaces.iter().enumerate() {
+            if namespace.is_empty() || namespace.contains('/') {
+                return Err(ConfigError::invalid(
+                    key(&format!("poll.namespaces[{i}]")),
+                    format!("\"{namespace}\" is not an SWR namespace (organization) name"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

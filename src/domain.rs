@@ -107,4 +107,6 @@ pub struct ScanTarget {
     pub image: ImageRef,
     /// `instance_url` for `instance_image`; ignored for the other types.
     pub instance_url: Option<String>,
+    /// The manifest digest, when the push or the registry named one.
+    pub digest: Option<String>,
 }

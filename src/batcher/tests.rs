@@ -63,6 +63,60 @@ struct CountingStore {
 }
 
 #[async_trait]
+impl crate::store::PollStateStore for CountingStore {
+    async fn take_poll_lease(
+        &self,
+        source: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.take_poll_lease(source, owner, now, until).await
+    }
+    async fn release_poll_lease(&self, source: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_poll_lease(source, owner).await
+    }
+    async fn poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+    ) -> Result<Option<Millis>, StoreError> {
+        self.inner.poll_watermark(source, scope).await
+    }
+    async fn raise_poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+        watermark: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .raise_poll_watermark(source, scope, watermark, now)
+            .await
+    }
+    async fn seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.inner.seen_tags(source, namespace, repository).await
+    }
+    async fn record_seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        tags: &[crate::store::poll_state::SeenTag],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_seen_tags(source, namespace, repository, tags, now)
+            .await
+    }
+}
+
+#[async_trait]
 impl Store for CountingStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.inner.migrate().await
@@ -191,6 +245,7 @@ fn target(instance: &str, tag: &str) -> ScanTarget {
         },
         image: ImageRef::new("team-a", "api", tag),
         instance_url: Some("ee.example.com".into()),
+        digest: None,
     }
 }
 

@@ -193,7 +193,7 @@ async fn handle(
     let verified = source
         .verifier
         .verify(request.headers(), &body, now_ms.div_euclid(1000))?;
-    let parsed = formats::parse(source.settings.format, &body)?;
+    let parsed = formats::parse(source.payload_format, &body)?;
 
     let mut reasons = parsed.ignored;
     let mut targets = Vec::with_capacity(parsed.images.len());

@@ -1,5 +1,6 @@
 //! A configured webhook source, compiled once at start-up: its verifier,
-//! filter, partition and rate limit, ready for every request.
+//! filter, partition and rate limit, ready for every request. Poll sources
+//! (`format = "swr-poll"`) are not webhook sources: [`crate::poll`] runs them.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -10,11 +11,12 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use super::filter::ImageFilter;
 use super::formats::PushedImage;
 use super::verify::Verifier;
-use crate::config::{ConfigError, HssSettings, SourceSettings};
+use crate::config::{ConfigError, HssSettings, PayloadFormat, SourceSettings};
 use crate::domain::{ImageType, Partition, ScanTarget};
 
 pub struct Source {
     pub settings: SourceSettings,
+    pub payload_format: PayloadFormat,
     pub verifier: Verifier,
     pub filter: ImageFilter,
     pub partition: Partition,
@@ -27,7 +29,17 @@ impl Source {
             key: format!("sources.{}.{field}", settings.name),
             reason,
         };
-        let verifier = Verifier::new(&settings.verify).map_err(|r| invalid("verify", r))?;
+        let payload_format = settings.format.payload().ok_or_else(|| {
+            invalid(
+                "format",
+                "a swr-poll source receives no webhooks".to_string(),
+            )
+        })?;
+        let verify = settings
+            .verify
+            .as_ref()
+            .ok_or_else(|| invalid("verify", "required for a webhook source".to_string()))?;
+        let verifier = Verifier::new(verify).map_err(|r| invalid("verify", r))?;
         let filter = ImageFilter::new(&settings.filter).map_err(|r| invalid("filter", r))?;
         let rate_limiter = settings
             .rate_limit_per_s
@@ -36,6 +48,7 @@ impl Source {
         Ok(Self {
             partition: settings.partition(hss),
             settings: settings.clone(),
+            payload_format,
             verifier,
             filter,
             rate_limiter,
@@ -64,6 +77,7 @@ impl Source {
             partition: self.partition.clone(),
             image: pushed.image,
             instance_url,
+            digest: None,
         }
     }
 }
@@ -71,12 +85,15 @@ impl Source {
 /// All sources by name.
 pub type Sources = HashMap<String, Arc<Source>>;
 
+/// The webhook sources by name; poll sources are left out, so a webhook
+/// posted to one is answered as for an unknown source.
 pub fn build_sources(
     sources: &[SourceSettings],
     hss: &HssSettings,
 ) -> Result<Sources, ConfigError> {
     sources
         .iter()
+        .filter(|settings| settings.format.payload().is_some())
         .map(|settings| Ok((settings.name.clone(), Arc::new(Source::new(settings, hss)?))))
         .collect()
 }

@@ -28,6 +28,7 @@ pub fn target(instance: &str, name: &str, tag: &str) -> ScanTarget {
         partition: partition(instance),
         image: ImageRef::new("team-a", name, tag),
         instance_url: Some("ee.example.com".to_string()),
+        digest: None,
     }
 }
 

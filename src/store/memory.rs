@@ -13,9 +13,12 @@ use super::{
 };
 use crate::domain::{ImageRef, Partition, ScanTarget};
 
+mod poll_state;
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    poll: poll_state::PollTables,
 }
 
 #[derive(Debug, Default)]
@@ -335,6 +338,7 @@ impl Store for MemoryStore {
                 partition: letter.partition.clone(),
                 image: image.image.clone(),
                 instance_url: image.instance_url.clone(),
+                digest: None,
             };
             if state.insert_unbatched(&target, now) {
                 counts.accepted += 1;

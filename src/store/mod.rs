@@ -23,11 +23,13 @@ use crate::domain::{ImageRef, Partition, ScanTarget};
 
 pub mod conformance;
 pub mod memory;
+pub mod poll_state;
 pub mod postgres;
 pub mod sqlite;
 mod stored_image;
 
 pub use memory::MemoryStore;
+pub use poll_state::PollStateStore;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -145,8 +147,9 @@ pub struct StoreStats {
     pub dead_letters: u64,
 }
 
+/// Every backend also keeps the poll sources' state ([`PollStateStore`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PollStateStore + Send + Sync + 'static {
     /// Creates or upgrades the schema; safe when several replicas start at once.
     async fn migrate(&self) -> Result<(), StoreError>;
 

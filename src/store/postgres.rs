@@ -31,6 +31,7 @@ use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
 mod errors;
 mod migrate;
+mod poll_state;
 mod pool;
 
 use errors::{from_pool, from_postgres};

@@ -51,6 +51,7 @@ use super::{
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
 mod group_commit;
+mod poll_state;
 
 use group_commit::{EnqueueJob, GroupCommit};
 
@@ -64,11 +65,18 @@ struct Migration {
 
 /// Every migration, oldest first. File names are `NNNN_name.sql`; a test checks
 /// that this list and the directory agree.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/sqlite/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "poll_state",
+        sql: include_str!("migrations/sqlite/0003_poll_state.sql"),
+    },
+];
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT PRIMARY KEY,

@@ -560,7 +560,8 @@ async fn secrets_in_odd_encodings_are_rejected() {
         let mut unicode = s.source("filtered").cloned().expect("filtered source");
         unicode.name = "unicode".into();
         unicode.filter = Default::default();
-        unicode.verify.secrets = vec![swr_scan_bridge::secret::Secret::literal(UNICODE_NFC)];
+        unicode.verify.as_mut().expect("a webhook source").secrets =
+            vec![swr_scan_bridge::secret::Secret::literal(UNICODE_NFC)];
         s.sources.push(unicode);
     })
     .await;
