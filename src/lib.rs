@@ -11,6 +11,8 @@
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes.
 //! - [`swr`]: the SWR API (digest resolution, polling SWR basic), signed like HSS calls.
+//! - [`poll`]: poll sources: SWR basic edition polled for new tags, which then
+//!   enter the store like pushed images.
 //! - [`clock`]: one notion of "now" for stores and batcher.
 //!
 //! Around the flow:
@@ -32,6 +34,7 @@ pub mod domain;
 pub mod hss;
 pub mod intake;
 pub mod ops;
+pub mod poll;
 pub mod secret;
 pub mod startup;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Wiring: builds the store, HSS client, batcher and HTTP server from
-//! [`Settings`], runs them, and drains on SIGTERM/SIGINT.
+//! Wiring: builds the store, HSS client, batcher, pollers and HTTP server
+//! from [`Settings`], runs them, and drains on SIGTERM/SIGINT.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use futures_util::future::join_all;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -21,7 +22,9 @@ use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::Metrics;
 use crate::ops::{admin, health};
+use crate::poll::{Poller, build_poll_sources};
 use crate::store::{self, BatchPolicy, Store, StoreError};
+use crate::swr::SwrClient;
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
@@ -57,6 +60,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     batcher_task: JoinHandle<()>,
+    poller_tasks: Vec<JoinHandle<()>>,
+    /// Stops the batcher loop, the pollers and the pruning task.
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
     signals: ShutdownSignals,
@@ -83,8 +88,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let store = open_store_with_retry(&settings).await?;
         let sources = build_sources(&settings.sources, &settings.hss)?;
+        let poll_sources = build_poll_sources(&settings.sources, &settings.hss)?;
         let metrics = Metrics::new()?;
         let clock = Clock::new();
+        let owner = lease_owner();
         let policy = BatchPolicy {
             window_ms: settings.batch.window_ms as i64,
             max_images: settings.batch.max_images,
@@ -96,11 +103,32 @@ impl Application {
             policy,
             Backoff::from_settings(&settings.batch),
             clock,
-            lease_owner(),
+            owner.clone(),
             metrics.clone(),
         ));
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
+        let mut poller_tasks = Vec::with_capacity(poll_sources.len());
+        if !poll_sources.is_empty() {
+            let swr = Arc::new(SwrClient::new(
+                &settings.hss,
+                &settings.swr,
+                metrics.clone(),
+            )?);
+            for source in poll_sources {
+                let poller = Poller {
+                    lease_length: source.lease_length(settings.hss.request_timeout()),
+                    source,
+                    swr: Arc::clone(&swr),
+                    store: Arc::clone(&store),
+                    clock,
+                    metrics: metrics.clone(),
+                    wake_batcher: batcher.handle(),
+                    owner: owner.clone(),
+                };
+                poller_tasks.push(tokio::spawn(poller.run(stop_rx.clone())));
+            }
+        }
         tokio::spawn(prune_deliveries(
             Arc::clone(&store),
             clock,
@@ -162,6 +190,7 @@ impl Application {
             server,
             state,
             batcher_task,
+            poller_tasks,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
             signals,
@@ -201,7 +230,11 @@ impl Application {
         let linger = tokio::time::sleep_until((started + self.drain_linger).min(deadline));
         let state = self.state.clone();
         let mut server = server;
+        let pollers = self.poller_tasks;
         let drained = tokio::time::timeout_at(deadline, async {
+            // Pollers stop at once (their state is in the store); what they
+            // enqueued before is flushed with the rest below.
+            join_all(pollers).await;
             let _ = self.batcher_task.await;
             let sent = state.batcher.drain(state.policy, deadline).await;
             linger.await;

@@ -2,8 +2,8 @@
 //! several apps in one process do not mix their counts).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::store::StoreStats;
@@ -36,6 +36,13 @@ pub struct Metrics {
     /// SWR API calls by operation and status class.
     pub swr_requests: IntCounterVec,
     pub swr_request_seconds: HistogramVec,
+    /// Polls of swr-poll sources by source and outcome (`success`, `error`,
+    /// `auth_error`), counted by the replica holding the source's lease.
+    pub swr_polls: IntCounterVec,
+    /// `(tag, digest)` pairs a poll found that were not seen before, by source.
+    pub swr_poll_tags_found: IntCounterVec,
+    /// When each poll source last completed a poll (Unix seconds).
+    pub swr_poll_last_success: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +128,30 @@ impl Metrics {
             ),
             &["operation", "status_class"],
         )?;
+        let swr_polls = IntCounterVec::new(
+            Opts::new(
+                "swr_polls_total",
+                "Polls of SWR basic edition, by source and outcome",
+            ),
+            &["source", "outcome"],
+        )?;
+        let swr_poll_tags_found = IntCounterVec::new(
+            Opts::new(
+                "swr_poll_tags_found_total",
+                "Tags (with a digest) a poll found that were not seen before, by source",
+            ),
+            &["source"],
+        )?;
+        let swr_poll_last_success = GaugeVec::new(
+            Opts::new(
+                "swr_poll_last_success_timestamp_seconds",
+                "When a poll source last completed a poll",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(swr_polls.clone()))?;
+        registry.register(Box::new(swr_poll_tags_found.clone()))?;
+        registry.register(Box::new(swr_poll_last_success.clone()))?;
         registry.register(Box::new(swr_requests.clone()))?;
         registry.register(Box::new(swr_request_seconds.clone()))?;
         registry.register(Box::new(webhooks.clone()))?;
@@ -153,6 +184,9 @@ impl Metrics {
             store_errors,
             swr_requests,
             swr_request_seconds,
+            swr_polls,
+            swr_poll_tags_found,
+            swr_poll_last_success,
         })
     }
 

@@ -2,7 +2,9 @@
 //! credentials.
 //!
 //! - [`client`]: signed `GET` calls and what SWR's answers mean.
+//! - [`basic`]: SWR basic edition's repository and tag lists (poll sources).
 
+pub mod basic;
 pub mod client;
 
 pub use client::{SwrAnswer, SwrClient, SwrError, SwrErrorKind};
