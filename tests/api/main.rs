@@ -2,6 +2,7 @@
 
 mod fake_hss;
 mod fake_issuers;
+mod fake_swr;
 mod helpers;
 mod postgres_support;
 mod process;
@@ -13,6 +14,7 @@ mod crash;
 mod fixtures;
 mod hss_client;
 mod operations;
+mod poll;
 mod real_binary;
 mod replicas;
 mod webhooks;
