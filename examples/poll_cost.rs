@@ -60,12 +60,15 @@ struct Args {
     gap_s: i64,
 }
 
+/// A tag's digest and update time (ms).
+type Tags = BTreeMap<String, (String, i64)>;
+
 #[derive(Default)]
 struct Registry {
     /// SWR's clock, in ms.
     now_ms: i64,
-    /// (namespace, repository) → (updated ms, tag → (digest, updated ms))
-    repositories: BTreeMap<(String, String), (i64, BTreeMap<String, (String, i64)>)>,
+    /// (namespace, repository) → (updated ms, tags)
+    repositories: BTreeMap<(String, String), (i64, Tags)>,
 }
 
 impl Registry {
@@ -139,11 +142,18 @@ impl Respond for FakeSwr {
             })
             .unwrap_or_default();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match segments
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["v2", "manage", "repos"] => {
-                self.counters.repository_pages.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .repository_pages
+                    .fetch_add(1, Ordering::Relaxed);
                 let mut repositories: Vec<_> = registry.repositories.iter().collect();
-                repositories.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+                repositories.sort_by_key(|(_, (updated, _))| std::cmp::Reverse(*updated));
                 let items = repositories
                     .into_iter()
                     .map(|((namespace, name), (updated, _))| {
@@ -153,7 +163,15 @@ impl Respond for FakeSwr {
                     .collect();
                 page(items, &query)
             }
-            ["v2", "manage", "namespaces", namespace, "repos", repository, "tags"] => {
+            [
+                "v2",
+                "manage",
+                "namespaces",
+                namespace,
+                "repos",
+                repository,
+                "tags",
+            ] => {
                 self.counters.tag_pages.fetch_add(1, Ordering::Relaxed);
                 let Some((_, tags)) = registry
                     .repositories
@@ -162,7 +180,7 @@ impl Respond for FakeSwr {
                     return ResponseTemplate::new(404);
                 };
                 let mut tags: Vec<_> = tags.iter().collect();
-                tags.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+                tags.sort_by_key(|(_, (_, updated))| std::cmp::Reverse(*updated));
                 let items = tags
                     .into_iter()
                     .map(|(tag, (digest, updated))| {
@@ -250,7 +268,20 @@ fn print_row(scenario: &str, runs: &[Measured], minimum: u64) {
     let first = &runs[0];
     println!(
         "{scenario:<34} {:>9} {:>6} {:>6} {:>8} {:>10.1} {:>7}",
-        format!("{:?}", requests.iter().min().zip(requests.iter().max()).map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).unwrap_or_default()).trim_matches('"'),
+        format!(
+            "{:?}",
+            requests
+                .iter()
+                .min()
+                .zip(requests.iter().max())
+                .map(|(a, b)| if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                })
+                .unwrap_or_default()
+        )
+        .trim_matches('"'),
         first.repository_pages,
         first.tag_pages,
         minimum,
@@ -344,8 +375,14 @@ endpoint = "{}"
 
     let mut round = 0;
     for (scenario, gap_ms) in [
-        (format!("{} changed, polls {} s apart", args.changed, args.gap_s), args.gap_s * 1000),
-        (format!("{} changed, polls 10 s apart", args.changed), 10_000),
+        (
+            format!("{} changed, polls {} s apart", args.changed, args.gap_s),
+            args.gap_s * 1000,
+        ),
+        (
+            format!("{} changed, polls 10 s apart", args.changed),
+            10_000,
+        ),
     ] {
         let mut runs = Vec::new();
         for _ in 0..args.rounds {

@@ -114,6 +114,27 @@ impl crate::store::PollStateStore for CountingStore {
             .record_seen_tags(source, namespace, repository, tags, now)
             .await
     }
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<crate::store::poll_state::RepositoryRead>, StoreError> {
+        self.inner
+            .repository_read(source, namespace, repository)
+            .await
+    }
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &crate::store::poll_state::RepositoryRead,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_repository_read(source, namespace, repository, read)
+            .await
+    }
 }
 
 #[async_trait]

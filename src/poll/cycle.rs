@@ -1,6 +1,7 @@
 //! One poll of one source: for each scope, the repositories SWR updated since
-//! the watermark, then each one's tags; every `(tag, digest)` not seen before
-//! is enqueued (through the source's filter) and then recorded as seen.
+//! the watermark, then the tags of each one that changed since its tags were
+//! last read; every `(tag, digest)` not seen before is enqueued (through the
+//! source's filter) and then recorded as seen.
 //!
 //! Why enqueue first, then record: a crash between the two leaves the tag
 //! unseen, so the next poll finds it again and enqueues it again. That repeat
@@ -23,7 +24,7 @@ use crate::clock::Clock;
 use crate::domain::{ImageRef, ScanTarget};
 use crate::intake::formats::IgnoreReason;
 use crate::ops::metrics::Metrics;
-use crate::store::poll_state::SeenTag;
+use crate::store::poll_state::{RepositoryRead, SeenTag};
 use crate::store::{DeliveryKey, Enqueued, Millis, Store, StoreError};
 use crate::swr::basic::{self, Repository, RepositoryScope, RepositoryTag};
 use crate::swr::{SwrClient, SwrError, SwrErrorKind};
@@ -58,7 +59,7 @@ impl PollError {
 pub struct PollReport {
     /// Repositories read from SWR's lists.
     pub repositories: usize,
-    /// Of them, those whose tags were listed.
+    /// Of them, those whose tags were read (changed, or not settled yet).
     pub changed: usize,
     /// `(tag, digest)` pairs not seen before.
     pub found: usize,
@@ -116,22 +117,35 @@ impl Cycle<'_> {
         let watermark = self.store.poll_watermark(source, scope_key).await?;
         let cutoff = watermark.map_or(Cutoff::EVERYTHING, Cutoff::since);
         let baseline = watermark.is_none();
-        let (changed, newest) = self.changed_repositories(scope, cutoff, report).await?;
-        report.changed += changed.len();
+        let (candidates, newest) = self.changed_repositories(scope, cutoff, report).await?;
         if baseline {
             report.baselines += 1;
         }
         let enqueue = !baseline || self.source.settings.scan_existing;
         let mut skipped = None;
-        for repository in &changed {
+        for repository in &candidates {
             if !lease.keep().await? {
                 return Err(PollError::LeaseLost);
             }
+            let (namespace, name) = (repository.namespace.as_str(), repository.name.as_str());
+            let last = self.store.repository_read(source, namespace, name).await?;
+            if !diff::needs_reading(&repository.updated_at, last.as_ref()) {
+                continue;
+            }
+            report.changed += 1;
+            let read = RepositoryRead {
+                updated_at: repository.updated_at.clone(),
+                read_at: self.clock.now_ms(),
+            };
             match self
                 .poll_repository(repository, cutoff, enqueue, report)
                 .await
             {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.store
+                        .record_repository_read(source, namespace, name, &read)
+                        .await?;
+                }
                 Err(PollError::Swr(error)) if error.kind() == SwrErrorKind::NotFound => {
                     tracing::debug!(
                         source,

@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 
 use crate::store::Millis;
+use crate::store::poll_state::RepositoryRead;
 use crate::swr::basic::{RepositoryTag, parse_swr_time};
 
-/// How far behind the watermark a poll still looks. SWR may stamp a
-/// repository's update before its tag list shows the new tag, and its API
-/// nodes' clocks may differ slightly; an item updated within this margin
-/// before the last poll's newest update is looked at again (the seen tags
-/// make that harmless). The price: a changed repository's tags are read at
-/// every poll within this margin, one request each (see BENCHMARKS.md).
+/// How long SWR may take to settle. It may stamp a repository's update
+/// before its tag list shows the new tag, and its API nodes' (and the
+/// bridge's) clocks may differ slightly. So a poll still looks at
+/// repositories updated up to this long before the watermark, and reads a
+/// repository's tags once more when it last read them within this long of
+/// the repository's update (the seen tags make a repeat harmless). The
+/// price: a changed repository's tags are usually read twice (see BENCHMARKS.md).
 pub const WATERMARK_MARGIN_MS: Millis = 30_000;
 
 /// Where a poll stops reading lists ordered newest first.
@@ -36,6 +38,21 @@ impl Cutoff {
             _ => false,
         }
     }
+}
+
+/// True when a repository's tags must be read: never read before, updated
+/// since, or last read so soon after its update (by the bridge's clock) that
+/// SWR may not have listed everything yet. An unreadable update time is
+/// always read.
+pub fn needs_reading(updated_at: &str, last: Option<&RepositoryRead>) -> bool {
+    let Some(last) = last else {
+        return true;
+    };
+    if last.updated_at != updated_at {
+        return true;
+    }
+    parse_swr_time(updated_at)
+        .is_none_or(|updated| last.read_at < updated.saturating_add(WATERMARK_MARGIN_MS))
 }
 
 /// The newest of the times seen so far and `updated` (unreadable: ignored).
@@ -127,6 +144,30 @@ mod tests {
             cutoff,
             &seen
         ));
+    }
+
+    #[test]
+    fn a_repository_is_read_again_only_when_updated_or_not_yet_settled() {
+        let updated = "2026-01-01T00:10:00Z";
+        let at = parse_swr_time(updated).expect("time");
+        let read = |updated_at: &str, read_at: Millis| RepositoryRead {
+            updated_at: updated_at.into(),
+            read_at,
+        };
+        assert!(needs_reading(updated, None), "never read");
+        assert!(
+            needs_reading(updated, Some(&read("2026-01-01T00:09:00Z", at + 60_000))),
+            "updated since"
+        );
+        assert!(
+            needs_reading(updated, Some(&read(updated, at + 1_000))),
+            "read a second after the update: SWR may not have settled"
+        );
+        assert!(!needs_reading(
+            updated,
+            Some(&read(updated, at + WATERMARK_MARGIN_MS))
+        ));
+        assert!(needs_reading("garbled", Some(&read("garbled", i64::MAX))));
     }
 
     #[test]

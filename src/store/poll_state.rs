@@ -10,6 +10,9 @@
 //!   poll. Its presence also says that the first poll (the baseline) is done.
 //! - the **seen tags** per source and repository: each tag's last digest, so
 //!   that only a `(tag, digest)` not seen before becomes an image to scan.
+//! - the **read repositories**: when each repository's tags were last read,
+//!   and SWR's update time of it then, so that an unchanged repository is
+//!   not read again.
 //!
 //! Times are milliseconds since the Unix epoch: lease times on the bridge's
 //! clock, watermarks on SWR's.
@@ -31,6 +34,15 @@ pub struct SeenTag {
     pub tag: String,
     /// Empty when SWR reported none.
     pub digest: String,
+}
+
+/// When a repository's tags were last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryRead {
+    /// SWR's `updated_at` of the repository then, as SWR wrote it.
+    pub updated_at: String,
+    /// The bridge's clock when the tags were read.
+    pub read_at: Millis,
 }
 
 #[async_trait]
@@ -81,5 +93,22 @@ pub trait PollStateStore: Send + Sync {
         repository: &str,
         tags: &[SeenTag],
         now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// When this repository's tags were last read, if ever.
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<RepositoryRead>, StoreError>;
+
+    /// Remembers that this repository's tags were read (replacing the last read).
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &RepositoryRead,
     ) -> Result<(), StoreError>;
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::MemoryStore;
-use crate::store::poll_state::{PollStateStore, SeenTag};
+use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
 #[derive(Debug, Default)]
@@ -20,6 +20,8 @@ struct Tables {
     watermarks: HashMap<(String, String), Millis>,
     /// (source, namespace, repository) → tag → digest
     seen: HashMap<(String, String, String), HashMap<String, String>>,
+    /// (source, namespace, repository) → last read
+    read: HashMap<(String, String, String), RepositoryRead>,
 }
 
 fn repository_key(source: &str, namespace: &str, repository: &str) -> (String, String, String) {
@@ -122,6 +124,33 @@ impl PollStateStore for MemoryStore {
         for tag in tags {
             seen.insert(tag.tag.clone(), tag.digest.clone());
         }
+        Ok(())
+    }
+
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<RepositoryRead>, StoreError> {
+        let tables = self.poll.0.lock().await;
+        Ok(tables
+            .read
+            .get(&repository_key(source, namespace, repository))
+            .cloned())
+    }
+
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &RepositoryRead,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.poll.0.lock().await;
+        tables
+            .read
+            .insert(repository_key(source, namespace, repository), read.clone());
         Ok(())
     }
 }

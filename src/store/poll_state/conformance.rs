@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use super::{EVERY_NAMESPACE, PollStateStore, SeenTag};
+use super::{EVERY_NAMESPACE, PollStateStore, RepositoryRead, SeenTag};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -26,6 +26,7 @@ where
     a_released_lease_is_free_at_once(make().await).await;
     watermarks_start_absent_and_only_rise(make().await).await;
     seen_tags_are_kept_per_source_and_repository(make().await).await;
+    the_last_read_of_a_repository_is_kept(make().await).await;
 }
 
 async fn one_owner_holds_a_lease_until_it_expires(store: impl PollStateStore) {
@@ -161,5 +162,50 @@ async fn seen_tags_are_kept_per_source_and_repository(store: impl PollStateStore
             .await
             .expect("read"),
         [("1.0".to_string(), String::new())].into()
+    );
+}
+
+async fn the_last_read_of_a_repository_is_kept(store: impl PollStateStore) {
+    let read = |updated_at: &str, read_at: i64| RepositoryRead {
+        updated_at: updated_at.to_string(),
+        read_at,
+    };
+    assert_eq!(
+        store
+            .repository_read("basic", "team-a", "api")
+            .await
+            .expect("read"),
+        None
+    );
+    for (updated_at, read_at) in [
+        ("2026-01-01T00:00:00Z", T0),
+        ("2026-01-02T00:00:00Z", T0 + 9),
+    ] {
+        store
+            .record_repository_read("basic", "team-a", "api", &read(updated_at, read_at))
+            .await
+            .expect("record");
+    }
+    assert_eq!(
+        store
+            .repository_read("basic", "team-a", "api")
+            .await
+            .expect("read"),
+        Some(read("2026-01-02T00:00:00Z", T0 + 9)),
+        "the last read replaces the one before"
+    );
+    assert_eq!(
+        store
+            .repository_read("basic", "team-a", "tools/cli")
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        store
+            .repository_read("mirror", "team-a", "api")
+            .await
+            .expect("read"),
+        None
     );
 }

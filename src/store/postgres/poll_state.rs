@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 
 use super::errors::from_postgres;
 use super::{PostgresStore, bounded, get};
-use crate::store::poll_state::{PollStateStore, SeenTag};
+use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
 #[async_trait]
@@ -149,6 +149,64 @@ impl PollStateStore for PostgresStore {
                 .map_err(from_postgres)?;
             }
             tx.commit().await.map_err(from_postgres)
+        })
+        .await
+    }
+
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<RepositoryRead>, StoreError> {
+        bounded("repository_read", async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT updated_at, read_at FROM poll_read_repositories
+                     WHERE source = $1 AND namespace = $2 AND repository = $3",
+                    &[&source, &namespace, &repository],
+                )
+                .await
+                .map_err(from_postgres)?;
+            row.map(|row| {
+                Ok(RepositoryRead {
+                    updated_at: get(&row, "updated_at")?,
+                    read_at: get(&row, "read_at")?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &RepositoryRead,
+    ) -> Result<(), StoreError> {
+        bounded("record_repository_read", async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO poll_read_repositories
+                         (source, namespace, repository, updated_at, read_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (source, namespace, repository) DO UPDATE
+                     SET updated_at = EXCLUDED.updated_at, read_at = EXCLUDED.read_at",
+                    &[
+                        &source,
+                        &namespace,
+                        &repository,
+                        &read.updated_at,
+                        &read.read_at,
+                    ],
+                )
+                .await
+                .map_err(from_postgres)?;
+            Ok(())
         })
         .await
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::{SqliteStore, immediate};
-use crate::store::poll_state::{PollStateStore, SeenTag};
+use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
 #[async_trait]
@@ -126,6 +126,53 @@ impl PollStateStore for SqliteStore {
                 }
             }
             tx.commit()
+        })
+        .await
+    }
+
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<RepositoryRead>, StoreError> {
+        let key = [source, namespace, repository].map(str::to_string);
+        self.run("repository_read", move |conn| {
+            use rusqlite::OptionalExtension;
+            conn.prepare_cached(
+                "SELECT updated_at, read_at FROM poll_read_repositories
+                 WHERE source = ?1 AND namespace = ?2 AND repository = ?3",
+            )?
+            .query_row((&key[0], &key[1], &key[2]), |row| {
+                Ok(RepositoryRead {
+                    updated_at: row.get(0)?,
+                    read_at: row.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &RepositoryRead,
+    ) -> Result<(), StoreError> {
+        let key = [source, namespace, repository].map(str::to_string);
+        let read = read.clone();
+        self.write("record_repository_read", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO poll_read_repositories
+                     (source, namespace, repository, updated_at, read_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, namespace, repository) DO UPDATE
+                 SET updated_at = excluded.updated_at, read_at = excluded.read_at",
+            )?
+            .execute((&key[0], &key[1], &key[2], &read.updated_at, read.read_at))?;
+            Ok(())
         })
         .await
     }

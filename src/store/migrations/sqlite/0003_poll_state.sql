@@ -29,3 +29,15 @@ CREATE TABLE poll_seen_tags (
     seen_at    BIGINT NOT NULL,
     PRIMARY KEY (source, namespace, repository, tag)
 );
+
+-- When each repository's tags were last read, and SWR's update time of the
+-- repository then: a repository whose update time is unchanged, and whose tags
+-- were read well after that update, is not read again.
+CREATE TABLE poll_read_repositories (
+    source     TEXT   NOT NULL,
+    namespace  TEXT   NOT NULL,
+    repository TEXT   NOT NULL,
+    updated_at TEXT   NOT NULL,
+    read_at    BIGINT NOT NULL,
+    PRIMARY KEY (source, namespace, repository)
+);
