@@ -6,11 +6,12 @@
 //! Scenarios, for a registry of `--repositories` repositories (default 1,000)
 //! with `--tags` tags each:
 //! - the first poll (baseline): every repository and tag is read and recorded;
-//! - a poll after `--changed` repositories (default 10) got a new tag, SWR's
-//!   clock `--gap-s` later than the previous poll (default 60 s, past the
-//!   watermark margin, as with polls a minute apart);
-//! - the same with polls 10 s apart (within the margin: the previous poll's
-//!   changed repositories are read again);
+//! - a poll after `--changed` repositories (default 10) got a new tag since
+//!   the previous poll, pushed evenly over the interval, for polls 30 s
+//!   (the default interval), `--gap-s` (default 60 s) and 10 s apart: a
+//!   repository pushed less than 10 s before a poll is read once more at the
+//!   next (the settle margin), so the cost over the minimum grows as polls
+//!   get closer;
 //! - a poll when nothing changed.
 //!
 //! The stand-in pages like SWR (limit/offset, newest first, Content-Range)
@@ -74,7 +75,11 @@ struct Registry {
 impl Registry {
     fn push(&mut self, namespace: &str, repository: &str, tag: &str, digest: &str) {
         self.now_ms += 1;
-        let at = self.now_ms;
+        self.push_at(namespace, repository, tag, digest, self.now_ms);
+    }
+
+    fn push_at(&mut self, namespace: &str, repository: &str, tag: &str, digest: &str, at: i64) {
+        self.now_ms = self.now_ms.max(at);
         let entry = self
             .repositories
             .entry((namespace.into(), repository.into()))
@@ -216,18 +221,20 @@ struct Bench {
     metrics: Metrics,
     wake: BatcherHandle,
     counters: Counters,
-    clock: Clock,
 }
 
 impl Bench {
-    async fn poll(&self) -> Measured {
+    /// One poll, with the bridge's clock reading `at_ms` (SWR's clock and the
+    /// bridge's agree, as with NTP).
+    async fn poll(&self, at_ms: i64) -> Measured {
+        let clock = Clock::starting_at(at_ms);
         let before = (
             self.counters.repository_pages.load(Ordering::Relaxed),
             self.counters.tag_pages.load(Ordering::Relaxed),
         );
         let mut lease = Lease::take(
             Arc::clone(&self.store),
-            self.clock,
+            clock,
             &self.source.name,
             "bench",
             Duration::from_secs(600),
@@ -239,7 +246,7 @@ impl Bench {
             source: &self.source,
             swr: &self.swr,
             store: self.store.as_ref(),
-            clock: self.clock,
+            clock,
             metrics: &self.metrics,
             wake_batcher: &self.wake,
         };
@@ -264,29 +271,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn print_row(scenario: &str, runs: &[Measured], minimum: u64) {
-    let requests: Vec<u64> = runs.iter().map(|m| m.requests).collect();
-    let first = &runs[0];
+    let fewest = runs.iter().map(|m| m.requests).min().unwrap_or(0);
+    let most = runs.iter().map(|m| m.requests).max().unwrap_or(0);
+    let typical = median(runs.iter().map(|m| m.requests as f64).collect());
+    let last = &runs[runs.len() - 1];
     println!(
-        "{scenario:<34} {:>9} {:>6} {:>6} {:>8} {:>10.1} {:>7}",
-        format!(
-            "{:?}",
-            requests
-                .iter()
-                .min()
-                .zip(requests.iter().max())
-                .map(|(a, b)| if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                })
-                .unwrap_or_default()
-        )
-        .trim_matches('"'),
-        first.repository_pages,
-        first.tag_pages,
-        minimum,
+        "{scenario:<34} {typical:>8.0} {:>9} {:>6} {:>6} {minimum:>8} {:>10.1} {:>7}",
+        format!("{fewest}-{most}"),
+        last.repository_pages,
+        last.tag_pages,
         median(runs.iter().map(|m| m.millis).collect()),
-        first.report.found,
+        last.report.found,
     );
 }
 
@@ -354,7 +349,6 @@ endpoint = "{}"
         metrics,
         wake: BatcherHandle::default(),
         counters,
-        clock: Clock::new(),
     };
 
     println!(
@@ -362,10 +356,11 @@ endpoint = "{}"
         args.repositories, args.tags, args.changed
     );
     println!(
-        "{:<34} {:>9} {:>6} {:>6} {:>8} {:>10} {:>7}",
-        "scenario", "requests", "repos", "tags", "minimum", "median ms", "found"
+        "{:<34} {:>8} {:>9} {:>6} {:>6} {:>8} {:>10} {:>7}",
+        "scenario", "requests", "range", "repos", "tags", "minimum", "median ms", "found"
     );
-    let baseline = bench.poll().await;
+    let mut poll_at = registry.lock().unwrap_or_else(|e| e.into_inner()).now_ms + 60_000;
+    let baseline = bench.poll(poll_at).await;
     let repository_pages_at_max = args.repositories.div_ceil(MAX_PAGE_SIZE as usize) as u64;
     print_row(
         "first poll (baseline, recorded)",
@@ -374,42 +369,39 @@ endpoint = "{}"
     );
 
     let mut round = 0;
-    for (scenario, gap_ms) in [
-        (
-            format!("{} changed, polls {} s apart", args.changed, args.gap_s),
-            args.gap_s * 1000,
-        ),
-        (
-            format!("{} changed, polls 10 s apart", args.changed),
-            10_000,
-        ),
-    ] {
+    for gap_s in [30, args.gap_s, 10] {
+        let gap_ms = gap_s * 1000;
         let mut runs = Vec::new();
         for _ in 0..args.rounds {
+            let previous = poll_at;
+            poll_at += gap_ms;
             {
+                // The pushes spread evenly over the time since the last poll.
                 let mut registry = registry.lock().unwrap_or_else(|e| e.into_inner());
-                registry.now_ms += gap_ms;
                 for c in 0..args.changed {
                     let r = (round * 7919 + c * 104_729) % args.repositories;
-                    registry.push(
+                    let at = previous + (c as i64 + 1) * gap_ms / (args.changed as i64 + 1);
+                    registry.push_at(
                         &format!("team-{}", r % 10),
                         &format!("svc-{r}"),
                         &format!("2.{round}"),
                         &format!("sha256:{round:032x}{c:032x}"),
+                        at,
                     );
                 }
             }
             round += 1;
-            let measured = bench.poll().await;
+            let measured = bench.poll(poll_at).await;
             assert_eq!(measured.report.found, args.changed, "every change found");
             runs.push(measured);
         }
+        let scenario = format!("{} changed, polls {gap_s} s apart", args.changed);
         print_row(&scenario, &runs, 1 + args.changed as u64);
     }
-    registry.lock().unwrap_or_else(|e| e.into_inner()).now_ms += args.gap_s * 1000;
     let mut quiet = Vec::new();
     for _ in 0..args.rounds {
-        quiet.push(bench.poll().await);
+        poll_at += 30_000;
+        quiet.push(bench.poll(poll_at).await);
     }
-    print_row("nothing changed", &quiet, 1);
+    print_row("nothing changed, polls 30 s apart", &quiet, 1);
 }
