@@ -315,6 +315,42 @@ async fn swr_failures_are_counted_retried_and_lose_nothing() {
 }
 
 #[tokio::test]
+async fn only_the_configured_namespaces_are_polled_each_with_its_own_baseline() {
+    let hss = FakeHss::start(AK, SK).await;
+    let swr = FakeSwr::start(AK, SK).await;
+    seed_last_year(&swr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = format!("sqlite://{}/bridge.db", dir.path().display());
+    let namespaces = "namespaces = [\"team-a\", \"team-c\"]";
+    let bridge = Bridge::start(settings(&hss, &swr, &store, namespaces)).await;
+    bridge.wait_for_polls("success", 1.0).await;
+    swr.push("team-a", "api", "1.1", DIGEST_B);
+    swr.push("team-b", "web", "2.0", DIGEST_B);
+    swr.push("team-c", "new-repo", "0.1", DIGEST_C);
+    let expected = ["team-a/api:1.1", "team-c/new-repo:0.1"];
+    wait_until(WAIT, "the watched namespaces' pushes reach HSS", || async {
+        expect_scanned(&hss, &expected)
+    })
+    .await;
+    bridge.wait_for_polls("success", 2.0).await;
+    assert_eq!(scanned(&hss), once(&expected), "team-b is not watched");
+    let listed: Vec<String> = swr
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "list_repos_details")
+        .filter_map(|r| {
+            r.query
+                .iter()
+                .find(|(key, _)| key == "namespace")
+                .map(|(_, value)| value.clone())
+        })
+        .collect();
+    assert!(listed.contains(&"team-a".to_string()) && listed.contains(&"team-c".to_string()));
+    assert!(!listed.contains(&"team-b".to_string()));
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn a_webhook_to_a_poll_source_is_answered_as_an_unknown_source() {
     let hss = FakeHss::start(AK, SK).await;
     let swr = FakeSwr::start(AK, SK).await;
