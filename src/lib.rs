@@ -19,6 +19,8 @@
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
 //!   [`hss::errors`] reads failures for every client.
 //! - [`swr`]: the SWR API (digest resolution, polling SWR basic), signed like HSS calls.
+//! - [`poll`]: poll sources: SWR basic edition polled for new tags, which then
+//!   enter the store like pushed images.
 //! - [`clock`]: one notion of "now" for stores and batcher.
 //!
 //! Around the flow:
@@ -45,6 +47,7 @@ pub mod filter;
 pub mod hss;
 pub mod intake;
 pub mod ops;
+pub mod poll;
 pub mod resolver;
 pub mod secret;
 pub mod startup;

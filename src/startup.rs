@@ -1,5 +1,5 @@
-//! Wiring: builds the store, HSS client, batcher and HTTP server from
-//! [`Settings`], runs them, and drains on SIGTERM/SIGINT.
+//! Wiring: builds the store, HSS client, batcher, pollers and HTTP server
+//! from [`Settings`], runs them, and drains on SIGTERM/SIGINT.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use futures_util::future::join_all;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -21,6 +22,7 @@ use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
+use crate::poll::{Poller, build_poll_sources};
 use crate::resolver::{ResolvePolicy, Resolver};
 use crate::store::{self, Store, StoreError};
 use crate::swr::SwrClient;
@@ -59,6 +61,7 @@ pub struct Application {
     batcher_task: JoinHandle<()>,
     resolver: Arc<Resolver>,
     resolver_task: JoinHandle<()>,
+    poller_tasks: Vec<JoinHandle<()>>,
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
     signals: ShutdownSignals,
@@ -95,6 +98,7 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr()?.port();
+        let poll_sources = build_poll_sources(&settings.sources);
         let metrics = Metrics::new()?;
         let sources = build_sources(&settings.sources, &metrics);
         let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
@@ -119,7 +123,7 @@ impl Application {
         )?);
         let resolver = Arc::new(Resolver::new(
             Arc::clone(&store),
-            swr,
+            Arc::clone(&swr),
             sources.clone(),
             ResolvePolicy {
                 attempts: settings.batch.resolve_attempts.get(),
@@ -128,7 +132,7 @@ impl Application {
             },
             Backoff::from_settings(&settings.batch),
             clock,
-            owner,
+            owner.clone(),
             batcher.handle(),
             metrics.clone(),
         ));
@@ -136,6 +140,22 @@ impl Application {
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
         let resolver_task = tokio::spawn(Arc::clone(&resolver).run(stop_rx.clone()));
+        let poller_tasks = poll_sources
+            .into_iter()
+            .map(|source| {
+                let poller = Poller {
+                    lease_length: source.lease_length(settings.hss.request_timeout),
+                    source,
+                    swr: Arc::clone(&swr),
+                    store: Arc::clone(&store),
+                    clock,
+                    metrics: metrics.clone(),
+                    wake_batcher: batcher.handle(),
+                    owner: owner.clone(),
+                };
+                tokio::spawn(poller.run(stop_rx.clone()))
+            })
+            .collect();
         tokio::spawn(prune_deliveries(
             Arc::clone(&store),
             clock,
@@ -206,6 +226,7 @@ impl Application {
             batcher_task,
             resolver,
             resolver_task,
+            poller_tasks,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
             signals,
@@ -247,7 +268,11 @@ impl Application {
         let mut server = server;
         let resolver = self.resolver;
         let resolver_task = self.resolver_task;
+        let pollers = self.poller_tasks;
         let drained = tokio::time::timeout_at(deadline, async {
+            // Pollers stop at once (their state is in the store); what they
+            // enqueued before is flushed with the rest below.
+            join_all(pollers).await;
             let _ = self.batcher_task.await;
             // Digests due now first, so the tags they resolve to leave with the
             // flush; but a slow SWR gets at most half the time left, never the

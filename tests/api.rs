@@ -15,6 +15,7 @@ mod api {
     mod hss_client;
     mod logging;
     mod metrics;
+    mod poll;
 
     mod replicas;
     mod shutdown;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use swr_scan_bridge::store::conformance::{self, target};
 use swr_scan_bridge::store::postgres::PostgresStore;
 use swr_scan_bridge::store::{
-    BatchPolicy, ClaimedBatch, DeliveryKey, EnqueueCounts, Enqueued, Store, StoreError,
+    BatchPolicy, ClaimedBatch, DeliveryKey, EnqueueCounts, Enqueued, PollStateStore, Store,
+    StoreError,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -137,6 +138,55 @@ async fn postgres_store_meets_the_store_contract() {
 }
 
 #[tokio::test]
+async fn postgres_store_meets_the_poll_state_contract() {
+    let _admin = admin().await;
+    let schemas = Mutex::new(Vec::new());
+    let schemas = &schemas;
+    swr_scan_bridge::store::poll_state::conformance::run_all(move || {
+        let schema = TestSchema::new();
+        let name = schema.name.clone();
+        schemas.lock().expect("schemas").push(schema);
+        async move {
+            let store = PostgresStore::connect(DATABASE_URL, 4, Some(&name))
+                .await
+                .expect("connect");
+            store.migrate().await.expect("migrate");
+            store
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_replicas_asking_at_once_never_both_get_a_poll_lease() {
+    let _admin = admin().await;
+    let schema = TestSchema::new();
+    let store = PostgresStore::connect(DATABASE_URL, 8, Some(&schema.name))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    for round in 0..20_i64 {
+        let now = T0 + round * 10_000;
+        let takes = (0..6).map(|replica| {
+            let owner = format!("replica-{replica}");
+            let store = &store;
+            async move {
+                store
+                    .take_poll_lease("basic", &owner, now, now + 5_000)
+                    .await
+                    .expect("take")
+            }
+        });
+        let holders = futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .filter(|held| *held)
+            .count();
+        assert_eq!(holders, 1, "round {round}: the previous lease had expired");
+    }
+}
+
+#[tokio::test]
 async fn a_search_path_in_the_url_isolates_the_store() {
     let admin = admin().await;
     let schema = TestSchema::new();
@@ -189,7 +239,24 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, migration_versions_on_disk());
+}
+
+/// The versions of `src/store/migrations/postgres/NNNN_name.sql`, in order.
+fn migration_versions_on_disk() -> Vec<i64> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migrations/postgres");
+    let mut versions: Vec<i64> = std::fs::read_dir(dir)
+        .expect("migrations directory")
+        .map(|entry| {
+            let name = entry.expect("entry").file_name();
+            let name = name.to_string_lossy();
+            name[..4]
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} is not NNNN_name.sql"))
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
 }
 
 #[tokio::test]

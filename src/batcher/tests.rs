@@ -105,6 +105,81 @@ impl crate::store::DigestQueue for CountingStore {
 }
 
 #[async_trait]
+impl crate::store::PollStateStore for CountingStore {
+    async fn take_poll_lease(
+        &self,
+        source: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.take_poll_lease(source, owner, now, until).await
+    }
+    async fn release_poll_lease(&self, source: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_poll_lease(source, owner).await
+    }
+    async fn poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+    ) -> Result<Option<Millis>, StoreError> {
+        self.inner.poll_watermark(source, scope).await
+    }
+    async fn raise_poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+        watermark: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .raise_poll_watermark(source, scope, watermark, now)
+            .await
+    }
+    async fn seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.inner.seen_tags(source, namespace, repository).await
+    }
+    async fn record_seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        tags: &[crate::store::poll_state::SeenTag],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_seen_tags(source, namespace, repository, tags, now)
+            .await
+    }
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<crate::store::poll_state::RepositoryRead>, StoreError> {
+        self.inner
+            .repository_read(source, namespace, repository)
+            .await
+    }
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &crate::store::poll_state::RepositoryRead,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_repository_read(source, namespace, repository, read)
+            .await
+    }
+}
+
+#[async_trait]
 impl Store for CountingStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.inner.migrate().await

@@ -173,12 +173,16 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
         let source = settings
             .source(source_name)
             .ok_or_else(|| DemoError::Setup(format!("no source {source_name}")))?;
+        let verify = source
+            .webhook()
+            .map(|webhook| &webhook.verify)
+            .ok_or_else(|| DemoError::Setup(format!("source {source_name} takes no webhooks")))?;
         let now = chrono::Utc::now().timestamp();
         let mut request = client
             .post(format!("{base}/webhooks/{source_name}"))
             .header("Content-Type", "application/json")
             .body(body.to_vec());
-        for (name, value) in sign_headers(&source.verify, body, now, &format!("msg_demo_{index}")) {
+        for (name, value) in sign_headers(verify, body, now, &format!("msg_demo_{index}")) {
             request = request.header(name, value);
         }
         let response = request.send().await?;

@@ -200,6 +200,53 @@ pub enum PayloadFormat {
     Distribution,
 }
 
+/// `sources[].format`: a webhook sender's payload format, or `swr-poll` for
+/// SWR basic edition, which sends no webhooks and is polled by the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Harbor,
+    Cloudevents,
+    Distribution,
+    #[serde(rename = "swr-poll")]
+    SwrPoll,
+}
+
+impl SourceFormat {
+    /// The payload format of a webhook source; `None` for a poll source.
+    pub fn payload(self) -> Option<PayloadFormat> {
+        match self {
+            SourceFormat::Harbor => Some(PayloadFormat::Harbor),
+            SourceFormat::Cloudevents => Some(PayloadFormat::Cloudevents),
+            SourceFormat::Distribution => Some(PayloadFormat::Distribution),
+            SourceFormat::SwrPoll => None,
+        }
+    }
+}
+
+/// `[sources.poll]` of a `format = "swr-poll"` source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPoll {
+    /// How often SWR is asked for what changed.
+    pub interval_ms: u64,
+    /// Namespaces to watch; absent: every namespace the credentials can list.
+    pub namespaces: Option<Vec<String>>,
+    /// True: the very first poll enqueues every tag it finds; false: it only
+    /// records them, and later polls enqueue what is new.
+    pub scan_existing: bool,
+}
+
+impl Default for RawPoll {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            namespaces: None,
+            scan_existing: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyScheme {
@@ -212,9 +259,10 @@ pub enum VerifyScheme {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
-    /// Path segment of `POST /webhooks/{name}`.
+    /// Path segment of `POST /webhooks/{name}` (webhook sources); a poll
+    /// source's name labels its logs, metrics and poll state.
     pub name: String,
-    pub format: PayloadFormat,
+    pub format: SourceFormat,
     pub image_type: ImageType,
     #[serde(default)]
     pub instance_id: Option<String>,
@@ -224,7 +272,12 @@ pub struct RawSource {
     /// Default: `hss.enterprise_project_id`.
     #[serde(default)]
     pub enterprise_project_id: Option<String>,
-    pub verify: RawVerify,
+    /// Webhook sources only (required there); poll sources receive no webhooks.
+    #[serde(default)]
+    pub verify: Option<RawVerify>,
+    /// `format = "swr-poll"` only; absent means every default.
+    #[serde(default)]
+    pub poll: Option<RawPoll>,
     #[serde(default)]
     pub filter: RawFilter,
     /// Requests per second accepted from this source; excess gets 429. None: unlimited.

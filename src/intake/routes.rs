@@ -239,7 +239,7 @@ async fn handle(
     if body.is_empty() {
         return Err(ApiError::EmptyBody);
     }
-    let parsed = formats::parse(source.settings.format, request.headers(), &body)?;
+    let parsed = formats::parse(source.payload_format(), request.headers(), &body)?;
 
     let mut reasons = parsed.ignored;
     let mut unresolved = Vec::new();

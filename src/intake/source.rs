@@ -1,6 +1,7 @@
 //! A configured webhook source, ready for every request: its settings (typed
 //! at load time: partition, filter, verification keys), the verifier built
-//! from them, its rate limiter and its intake counters.
+//! from them, its rate limiter and its intake counters. Poll sources
+//! (`format = "swr-poll"`) are not webhook sources: [`crate::poll`] runs them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,32 +11,40 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use super::counters::IntakeCounters;
 use super::formats::{PushedDigest, PushedImage};
 use super::verify::Verifier;
-use crate::config::SourceSettings;
+use crate::config::{PayloadFormat, SourceSettings, WebhookSettings};
 use crate::domain::{ImageRef, ImageType, ScanTarget};
 use crate::ops::metrics::Metrics;
 use crate::store::UnresolvedDigest;
 
 pub struct Source {
     pub settings: SourceSettings,
+    pub webhook: WebhookSettings,
     pub verifier: Verifier,
     pub counters: IntakeCounters,
     rate_limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Source {
-    pub fn new(settings: &SourceSettings, metrics: &Metrics) -> Self {
-        Self {
+    /// `None` for a poll source, which receives no webhooks.
+    pub fn new(settings: &SourceSettings, metrics: &Metrics) -> Option<Self> {
+        let webhook = settings.webhook()?.clone();
+        Some(Self {
             settings: settings.clone(),
-            verifier: Verifier::new(&settings.verify),
+            verifier: Verifier::new(&webhook.verify),
             counters: IntakeCounters::new(metrics, &settings.name),
-            rate_limiter: settings
+            rate_limiter: webhook
                 .rate_limit_per_s
                 .map(|per_second| RateLimiter::direct(Quota::per_second(per_second))),
-        }
+            webhook,
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    pub fn payload_format(&self) -> PayloadFormat {
+        self.webhook.format
     }
 
     /// False when this request exceeds the source's rate limit.
@@ -58,7 +67,7 @@ impl Source {
 
     /// Whether digest-only pushes are resolved (else ignored).
     pub fn resolves_digests(&self) -> bool {
-        self.settings.resolve_digests
+        self.webhook.resolve_digests
     }
 
     /// A digest-only push as it waits for resolution, in this source's partition.
@@ -95,12 +104,14 @@ impl Source {
 /// All sources by name.
 pub type Sources = HashMap<String, Arc<Source>>;
 
+/// The webhook sources by name; poll sources are left out, so a webhook
+/// posted to one is answered as for an unknown source.
 pub fn build_sources(sources: &[SourceSettings], metrics: &Metrics) -> Sources {
     sources
         .iter()
-        .map(|settings| {
-            let source = Source::new(settings, metrics);
-            (settings.name.clone(), Arc::new(source))
+        .filter_map(|settings| {
+            let source = Source::new(settings, metrics)?;
+            Some((settings.name.clone(), Arc::new(source)))
         })
         .collect()
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use super::STORE_ANSWER_TIMEOUT;
@@ -61,6 +61,13 @@ pub struct Metrics {
     pub digest_resolutions: IntCounterVec,
     /// Digest-only pushes waiting for resolution.
     pub digests_resolving: IntGauge,
+    /// Polls of swr-poll sources by source and outcome (`success`, `error`,
+    /// `auth_error`), counted by the replica holding the source's lease.
+    pub swr_polls: IntCounterVec,
+    /// `(tag, digest)` pairs a poll found that were not seen before, by source.
+    pub swr_poll_tags_found: IntCounterVec,
+    /// When each poll source last completed a poll (Unix seconds).
+    pub swr_poll_last_success: GaugeVec,
 }
 
 /// Every outcome of one digest resolution; each is exported from the start.
@@ -169,6 +176,30 @@ impl Metrics {
         )?;
         registry.register(Box::new(digest_resolutions.clone()))?;
         registry.register(Box::new(digests_resolving.clone()))?;
+        let swr_polls = IntCounterVec::new(
+            Opts::new(
+                "swr_polls_total",
+                "Polls of SWR basic edition, by source and outcome",
+            ),
+            &["source", "outcome"],
+        )?;
+        let swr_poll_tags_found = IntCounterVec::new(
+            Opts::new(
+                "swr_poll_tags_found_total",
+                "Tags (with a digest) a poll found that were not seen before, by source",
+            ),
+            &["source"],
+        )?;
+        let swr_poll_last_success = GaugeVec::new(
+            Opts::new(
+                "swr_poll_last_success_timestamp_seconds",
+                "When a poll source last completed a poll",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(swr_polls.clone()))?;
+        registry.register(Box::new(swr_poll_tags_found.clone()))?;
+        registry.register(Box::new(swr_poll_last_success.clone()))?;
         registry.register(Box::new(swr_requests.clone()))?;
         registry.register(Box::new(swr_request_seconds.clone()))?;
         let ready = IntGauge::new(
@@ -222,6 +253,9 @@ impl Metrics {
             batch_window_seconds,
             digest_resolutions,
             digests_resolving,
+            swr_polls,
+            swr_poll_tags_found,
+            swr_poll_last_success,
         })
     }
 

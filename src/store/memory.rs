@@ -15,9 +15,12 @@ use super::{
 };
 use crate::domain::{ImageRef, Partition, ScanTarget};
 
+mod poll_state;
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    poll: poll_state::PollTables,
 }
 
 #[derive(Debug, Default)]

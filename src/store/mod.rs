@@ -29,6 +29,7 @@ pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 pub mod conformance;
 pub mod digest_queue;
 pub mod memory;
+pub mod poll_state;
 pub mod postgres;
 pub mod sqlite;
 mod stored_image;
@@ -37,6 +38,7 @@ pub use digest_queue::{
     ClaimedDigest, DigestQueue, DigestSettlement, UnresolvedDigest, WaitingDigest,
 };
 pub use memory::MemoryStore;
+pub use poll_state::PollStateStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -159,8 +161,9 @@ pub struct StoreStats {
     pub dead_letters: u64,
 }
 
+/// Every backend also keeps the poll sources' state ([`PollStateStore`]).
 #[async_trait]
-pub trait Store: DigestQueue + Send + Sync + 'static {
+pub trait Store: DigestQueue + PollStateStore + Send + Sync + 'static {
     /// Creates or upgrades the schema; safe when several replicas start at once.
     async fn migrate(&self) -> Result<(), StoreError>;
 

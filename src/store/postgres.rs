@@ -32,6 +32,7 @@ use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 mod digests;
 mod errors;
 mod migrate;
+mod poll_state;
 mod pool;
 
 use errors::{from_pool, from_postgres};

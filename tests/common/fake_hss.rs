@@ -176,6 +176,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct HssCredentials(Arc<State>);
 
 impl HssCredentials {
+    /// Accepts nothing until credentials are allowed.
+    pub fn none() -> HssCredentials {
+        HssCredentials(Arc::default())
+    }
+
     /// Accepts signatures by `access_key`; with a security token, only when
     /// `X-Security-Token` carries it (and is signed).
     pub fn allow_access_key(
@@ -721,7 +726,7 @@ fn sdk_escape(raw: &str) -> String {
     out
 }
 
-fn unescape(escaped: &str) -> String {
+pub fn unescape(escaped: &str) -> String {
     let bytes = escaped.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -759,7 +764,7 @@ fn canonical_path(path: &str) -> String {
     canonical
 }
 
-fn parse_query(query: &str) -> Vec<(String, String)> {
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

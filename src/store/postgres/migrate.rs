@@ -26,6 +26,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "digests",
         sql: include_str!("../migrations/postgres/0002_digests.sql"),
     },
+    Migration {
+        version: 3,
+        name: "poll_state",
+        sql: include_str!("../migrations/postgres/0003_poll_state.sql"),
+    },
 ];
 
 /// Database-wide: migrations of different schemas wait for each other too,

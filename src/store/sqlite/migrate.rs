@@ -28,6 +28,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "digests",
         sql: include_str!("../migrations/sqlite/0002_digests.sql"),
     },
+    Migration {
+        version: 3,
+        name: "poll_state",
+        sql: include_str!("../migrations/sqlite/0003_poll_state.sql"),
+    },
 ];
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

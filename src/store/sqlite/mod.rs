@@ -55,6 +55,7 @@ mod enqueue;
 mod errors;
 mod group_commit;
 mod migrate;
+mod poll_state;
 mod rows;
 mod settle;
 #[cfg(test)]
