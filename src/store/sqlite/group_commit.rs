@@ -9,20 +9,14 @@
 //! webhook's statements rolls back that webhook's savepoint only; a failed
 //! commit fails every webhook of the group, and none of them was acknowledged.
 //!
-//! Who commits: every caller queues its job, then waits for whichever comes
-//! first: its answer (a lock holder committed its job) or the writer lock.
-//! The lock holder commits one group of the oldest queued jobs and lets go,
-//! so the store's other writes (the batcher's claims), which queue with the
-//! group commits for the store's write turn, wait at most one group. A job is
-//! never stranded: its caller keeps
-//! waiting for the lock until someone answers it; if it holds the lock and
-//! finds nothing queued, its job is in a group being committed, whose end
-//! answers it. A caller whose job is committed leaves at once, without
-//! queueing for the lock behind the next group.
+//! Who commits: every caller queues its job and waits for its answer; the
+//! store's writer thread ([`super::writer`]) takes the oldest queued jobs as
+//! one group, one group per write turn, so the store's other writes (the
+//! batcher's claims), which queue for the same turn, wait at most one group.
+//! A job whose answer sender is dropped unanswered (a panicking commit) is
+//! answered as an error, never left waiting.
 
 use std::sync::Mutex;
-
-use std::future::Future;
 
 use tokio::sync::oneshot;
 
@@ -68,7 +62,6 @@ fn outcome_of(
 #[derive(Default)]
 pub(super) struct GroupCommit {
     queued: Mutex<Vec<EnqueueJob>>,
-    writer: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -96,41 +89,9 @@ impl GroupCommit {
         Answer(receiver)
     }
 
-    /// Waits for the answer to a queued job. Each time the writer lock comes
-    /// first, commits the next group with `commit` (which must answer every
-    /// job it is given) under it.
-    pub async fn settle<F>(
-        &self,
-        answer: Answer,
-        commit: impl Fn(Vec<EnqueueJob>) -> F,
-    ) -> Result<Enqueued, StoreError>
-    where
-        F: Future<Output = ()>,
-    {
-        let mut receiver = answer.0;
-        loop {
-            tokio::select! {
-                biased;
-                outcome = &mut receiver => return outcome_of(outcome),
-                writer = self.writer.lock() => {
-                    let jobs = self.next_group();
-                    if jobs.is_empty() {
-                        // Ours is in a group still being committed.
-                        drop(writer);
-                        return outcome_of(receiver.await);
-                    }
-                    commit(jobs).await;
-                    drop(writer);
-                }
-            }
-        }
-    }
-
-    /// Takes the writer lock as a committing caller would (tests line jobs
-    /// up behind it, so that they commit as one group).
-    #[cfg(test)]
-    pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
+    /// Waits for the answer to a queued job.
+    pub async fn outcome(answer: Answer) -> Result<Enqueued, StoreError> {
+        outcome_of(answer.0.await)
     }
 
     /// Up to [`MAX_GROUP`] of the oldest queued jobs; empty when none wait.
@@ -140,8 +101,7 @@ impl GroupCommit {
         queued.drain(..take).collect()
     }
 
-    /// How many jobs wait for a commit (tests line jobs up into one group).
-    #[cfg(test)]
+    /// How many jobs wait for a commit.
     pub fn queued(&self) -> usize {
         self.lock_queue().len()
     }
@@ -184,74 +144,28 @@ mod tests {
         drop(rest);
         for answer in answers {
             assert!(matches!(
-                group.settle(answer, |_| async { unreachable!("nothing is queued") }).await,
+                GroupCommit::outcome(answer).await,
                 Err(StoreError::Unavailable(message)) if message.contains("without an answer")
             ));
         }
     }
 
     #[tokio::test]
-    async fn an_answered_caller_does_not_wait_for_the_writer_lock() {
+    async fn each_caller_gets_the_answer_of_its_own_job() {
         let group = GroupCommit::default();
-        let answer = group.queue(None, Vec::new(), 7);
-        let job = group.next_group().pop().expect("queued job");
-        // Another caller is committing the next group and holds the lock.
-        let held = group.writer().await;
-        job.answer(Ok(Enqueued::DuplicateDelivery));
-        let outcome = group
-            .settle(answer, |_| async {
-                unreachable!("the lock is held elsewhere")
-            })
-            .await;
-        assert_eq!(outcome.expect("answered"), Enqueued::DuplicateDelivery);
-        drop(held);
-    }
-
-    #[tokio::test]
-    async fn the_lock_holder_commits_what_is_queued() {
-        let group = GroupCommit::default();
-        let answer = group.queue(None, Vec::new(), 7);
-        let outcome = group
-            .settle(answer, |jobs| async move {
-                assert_eq!(jobs.len(), 1);
-                for job in jobs {
-                    job.answer(Ok(Enqueued::DuplicateDelivery));
-                }
-            })
-            .await;
-        assert_eq!(outcome.expect("answered"), Enqueued::DuplicateDelivery);
-        assert_eq!(group.queued(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_caller_behind_a_full_group_commits_the_next_one() {
-        let group = GroupCommit::default();
-        let ahead: Vec<Answer> = (0..MAX_GROUP)
-            .map(|i| group.queue(None, Vec::new(), i as Millis))
-            .collect();
-        let answer = group.queue(None, Vec::new(), -1);
-        let groups = Mutex::new(Vec::new());
-        let outcome = group
-            .settle(answer, |jobs| {
-                groups.lock().expect("groups").push(jobs.len());
-                async move {
-                    for job in jobs {
-                        let now = job.now;
-                        job.answer(Err(StoreError::Query(format!("job {now}"))));
-                    }
-                }
-            })
-            .await;
-        // Two turns of the lock: the full group ahead, then its own.
-        assert_eq!(*groups.lock().expect("groups"), vec![MAX_GROUP, 1]);
-        assert!(matches!(outcome, Err(StoreError::Query(m)) if m == "job -1"));
-        for answer in ahead {
-            assert!(matches!(
-                group
-                    .settle(answer, |_| async { unreachable!("answered") })
-                    .await,
-                Err(StoreError::Query(_))
-            ));
+        let first = group.queue(None, Vec::new(), 1);
+        let second = group.queue(None, Vec::new(), 2);
+        assert_eq!(group.queued(), 2);
+        for job in group.next_group() {
+            let now = job.now;
+            job.answer(Err(StoreError::Query(format!("job {now}"))));
         }
+        assert_eq!(group.queued(), 0);
+        assert!(
+            matches!(GroupCommit::outcome(second).await, Err(StoreError::Query(m)) if m == "job 2")
+        );
+        assert!(
+            matches!(GroupCommit::outcome(first).await, Err(StoreError::Query(m)) if m == "job 1")
+        );
     }
 }

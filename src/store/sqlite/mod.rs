@@ -29,10 +29,11 @@
 //! lock (`busy_timeout` polls it with sleeps). Enqueues that arrive while a
 //! commit runs are therefore written together in the next transaction, each in
 //! its own savepoint, and each answered only once that transaction committed:
-//! see [`group_commit`].
+//! see [`group_commit`]. One thread with its own connection writes the groups
+//! ([`writer`]).
 //!
-//! All blocking SQLite work runs on the pool's `interact` (tokio's blocking
-//! threads), never on the async runtime threads.
+//! All other blocking SQLite work runs on the pool's `interact` (tokio's
+//! blocking threads), never on the async runtime threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,15 +61,15 @@ mod rows;
 mod settle;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use admin::{dead_letters, pending, prune_deliveries, retry_dead_letter, stats};
 use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, configure_connection, take_turn};
-use enqueue::commit_group;
 use errors::{panic_reason, sql_failure};
-use group_commit::{EnqueueJob, GroupCommit};
 use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
 use settle::{complete, dead_letter, release};
+use writer::GroupWriter;
 
 /// The SQLite [`Store`]. Cheap to share behind an `Arc`; drop it inside the
 /// tokio runtime (its connections close on blocking threads).
@@ -76,7 +77,7 @@ use settle::{complete, dead_letter, release};
 pub struct SqliteStore {
     pool: Pool,
     path: PathBuf,
-    group: GroupCommit,
+    writer: GroupWriter,
     /// Taken on the blocking thread by every write transaction of this process
     /// (group commits, claims, settles), so that they queue on a mutex that
     /// wakes the next one when it is released, instead of polling SQLite's file
@@ -136,11 +137,13 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|err| unavailable(format!("cannot build the connection pool: {err}")))?;
+        let write_turn: Arc<Mutex<()>> = Arc::default();
+        let writer = GroupWriter::start(path, patience, Arc::clone(&write_turn)).await?;
         let store = SqliteStore {
             pool,
             path: path.to_path_buf(),
-            group: GroupCommit::default(),
-            write_turn: Arc::default(),
+            writer,
+            write_turn,
         };
         store.ping().await?;
         tracing::debug!(db = %path.display(), pool_size, "sqlite store opened");
@@ -150,6 +153,7 @@ impl SqliteStore {
     /// Closes the pool: idle connections close now, the others when they are
     /// returned, and every later call fails as [`StoreError::Unavailable`].
     pub fn close(&self) {
+        self.writer.stop();
         self.pool.close();
     }
 
@@ -212,36 +216,6 @@ impl SqliteStore {
         sql_failure(&self.path, operation, &err)
     }
 
-    /// Writes one group of queued enqueues in one transaction. Runs under the
-    /// writer lock.
-    async fn commit(&self, jobs: Vec<EnqueueJob>) {
-        let conn = match self.pool.get().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                let message = self.pool_failure(err).to_string();
-                for job in jobs {
-                    job.answer(Err(StoreError::Unavailable(message.clone())));
-                }
-                return;
-            }
-        };
-        let path = self.path.clone();
-        let turn = Arc::clone(&self.write_turn);
-        // The jobs move into the blocking task, which answers each one after
-        // the commit: even if this future is dropped, no caller is left
-        // waiting on a transaction that did commit.
-        if let Err(err) = conn
-            .interact(move |conn| {
-                let _turn = take_turn(&turn);
-                commit_group(conn, &path, jobs)
-            })
-            .await
-        {
-            // The jobs were dropped with the task: their callers get an error.
-            tracing::error!(db = %self.path.display(), error = %err, "sqlite group commit task failed");
-        }
-    }
-
     /// [`Self::run`] for a write transaction: it takes its turn among this
     /// process's writers first (see `write_turn`).
     async fn write<T, F>(&self, operation: &'static str, work: F) -> Result<T, StoreError>
@@ -294,8 +268,9 @@ impl Store for SqliteStore {
         targets: &[ScanTarget],
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
-        let answer = self.group.queue(delivery.cloned(), targets.to_vec(), now);
-        self.group.settle(answer, |jobs| self.commit(jobs)).await
+        self.writer
+            .enqueue(delivery.cloned(), targets.to_vec(), now)
+            .await
     }
 
     async fn claim_batch(

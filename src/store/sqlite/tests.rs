@@ -512,14 +512,23 @@ async fn a_file_that_is_not_a_database_is_unavailable() {
     assert!(message.contains("not a database"), "{message}");
 }
 
-/// Holds the writer lock while `jobs` callers queue, then lets go: the
-/// next lock holder commits all of them in one transaction.
+/// Holds the store's write turn while `jobs` callers queue, then lets go: the
+/// writer, waiting for the turn, then commits all of them in one transaction.
 async fn enqueue_as_one_group(
     store: &Arc<SqliteStore>,
     jobs: Vec<(Option<DeliveryKey>, Vec<ScanTarget>)>,
 ) -> Vec<Result<Enqueued, StoreError>> {
     let count = jobs.len();
-    let writer = store.group.writer().await;
+    // Held on a thread of its own: a std mutex guard must not live across an await.
+    let turn = Arc::clone(&store.write_turn);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _turn = take_turn(&turn);
+        held.send(()).expect("test waits");
+        let _ = released.recv();
+    });
+    holding.recv().expect("turn held");
     let tasks: Vec<_> = jobs
         .into_iter()
         .map(|(delivery, targets)| {
@@ -527,10 +536,11 @@ async fn enqueue_as_one_group(
             tokio::spawn(async move { store.enqueue(delivery.as_ref(), &targets, T0).await })
         })
         .collect();
-    while store.group.queued() < count {
+    while store.writer.queued() < count {
         tokio::task::yield_now().await;
     }
-    drop(writer);
+    release.send(()).expect("holder waits");
+    holder.join().expect("holder");
     let mut outcomes = Vec::new();
     for task in tasks {
         outcomes.push(task.await.expect("enqueue task"));
@@ -881,4 +891,49 @@ async fn a_full_partition_is_due_now_and_the_next_window_after() {
         store.next_due(T0 + 150, &POLICY).await.expect("next_due"),
         Some(T0 + 150)
     );
+}
+
+#[tokio::test]
+async fn closing_commits_what_is_queued_and_refuses_later_enqueues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Arc::new(open_migrated(&path, 2).await);
+    // The writer waits for a held write turn while two webhooks queue; the
+    // store closes before it gets the turn.
+    let turn = Arc::clone(&store.write_turn);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _turn = take_turn(&turn);
+        held.send(()).expect("test waits");
+        let _ = released.recv();
+    });
+    holding.recv().expect("turn held");
+    let tasks: Vec<_> = ["v1", "v2"]
+        .into_iter()
+        .map(|tag| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.enqueue(None, &[target("i1", "api", tag)], T0).await })
+        })
+        .collect();
+    while store.writer.queued() < 2 {
+        tokio::task::yield_now().await;
+    }
+    store.close();
+    let refused = store
+        .enqueue(None, &[target("i1", "api", "v3")], T0)
+        .await
+        .expect_err("closed");
+    assert!(
+        matches!(&refused, StoreError::Unavailable(m) if m.contains("closed")),
+        "{refused:?}"
+    );
+    release.send(()).expect("holder waits");
+    holder.join().expect("holder");
+    for task in tasks {
+        assert_eq!(task.await.expect("task").expect("committed"), stored(1, 0));
+    }
+    drop(store);
+    let reopened = open_migrated(&path, 1).await;
+    assert_eq!(reopened.pending(10).await.expect("pending").len(), 2);
 }
