@@ -49,7 +49,7 @@ pub(super) fn commit_group(conn: &mut Connection, path: &Path, jobs: Vec<Enqueue
     let failure = |err: &rusqlite::Error| sql_failure(path, "enqueue", err);
     let started = std::time::Instant::now();
     let webhooks = jobs.len();
-    let mut tx = match immediate(conn) {
+    let tx = match immediate(conn) {
         Ok(tx) => tx,
         Err(err) => {
             let error = failure(&err);
@@ -59,14 +59,29 @@ pub(super) fn commit_group(conn: &mut Connection, path: &Path, jobs: Vec<Enqueue
             return;
         }
     };
-    let outcomes: Vec<(EnqueueJob, rusqlite::Result<Enqueued>)> = jobs
-        .into_iter()
-        .map(|job| {
-            let outcome = enqueue_in_savepoint(&mut tx, &job);
-            (job, outcome)
-        })
-        .collect();
+    let mut outcomes: Vec<(EnqueueJob, rusqlite::Result<Enqueued>)> = Vec::with_capacity(webhooks);
+    let mut jobs = jobs.into_iter();
+    let mut undo_failed = None;
+    for job in jobs.by_ref() {
+        match enqueue_in_savepoint(&tx, &job) {
+            Ok(outcome) => outcomes.push((job, outcome)),
+            Err(err) => {
+                undo_failed = Some((job, err));
+                break;
+            }
+        }
+    }
     let written = started.elapsed();
+    // A webhook whose rows could not be undone must not be committed with
+    // the others: the whole group is refused (dropping `tx` rolls it back).
+    if let Some((job, err)) = undo_failed {
+        let error = failure(&err);
+        let done = outcomes.into_iter().map(|(job, _)| job);
+        for job in done.chain(std::iter::once(job)).chain(jobs) {
+            job.answer(Err(same_error(&error)));
+        }
+        return;
+    }
     // Only this COMMIT makes a job's answer Ok. If an error made SQLite roll the
     // whole transaction back (disk full, I/O error), the jobs before it were
     // lost too, and this COMMIT fails (no transaction is active, or a later
@@ -105,11 +120,25 @@ fn same_error(error: &StoreError) -> StoreError {
     }
 }
 
-/// One webhook's rows; on error its savepoint rolls back and the group goes on.
-fn enqueue_in_savepoint(tx: &mut Transaction<'_>, job: &EnqueueJob) -> rusqlite::Result<Enqueued> {
-    let savepoint = tx.savepoint()?;
-    let outcome = enqueue(&savepoint, job.delivery.as_ref(), &job.targets, job.now)?;
-    savepoint.commit()?;
+/// One webhook's rows; on error its savepoint rolls back and the group goes
+/// on. The outer error: that roll-back failed, so the transaction holds rows
+/// of a webhook that will be told it failed.
+///
+/// The savepoint statements are prepared once per connection (rusqlite's
+/// `Transaction::savepoint` parses `SAVEPOINT`/`RELEASE` text for every webhook).
+fn enqueue_in_savepoint(
+    tx: &Transaction<'_>,
+    job: &EnqueueJob,
+) -> rusqlite::Result<rusqlite::Result<Enqueued>> {
+    let run = |sql: &str| tx.prepare_cached(sql)?.execute([]).map(drop);
+    if let Err(err) = run("SAVEPOINT webhook") {
+        return Ok(Err(err));
+    }
+    let outcome = enqueue(tx, job.delivery.as_ref(), &job.targets, job.now)
+        .and_then(|outcome| run("RELEASE webhook").map(|()| outcome));
+    if outcome.is_err() {
+        run("ROLLBACK TO webhook").and_then(|()| run("RELEASE webhook"))?;
+    }
     Ok(outcome)
 }
 
