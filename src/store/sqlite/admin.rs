@@ -111,21 +111,48 @@ pub(super) fn dead_letters(
     .collect()
 }
 
+/// The oldest pending image's enqueue time, through the indexes the claims
+/// use (there is no index on `enqueued_at` alone: every image would pay for
+/// its update): the oldest waiting image of each partition, one seek per
+/// partition, and the oldest of the few images in flight.
+pub(super) const OLDEST_PENDING_SQL: &str = "
+    WITH RECURSIVE waiting (partition_key) AS (
+        SELECT MIN(partition_key) FROM pending_images WHERE batch_id IS NULL
+        UNION ALL
+        SELECT (SELECT MIN(p.partition_key) FROM pending_images AS p
+                WHERE p.batch_id IS NULL AND p.partition_key > waiting.partition_key)
+        FROM waiting WHERE waiting.partition_key IS NOT NULL
+    )
+    SELECT MIN(oldest) FROM (
+        SELECT (SELECT MIN(p.enqueued_at) FROM pending_images AS p
+                WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key) AS oldest
+        FROM waiting AS w WHERE w.partition_key IS NOT NULL
+        UNION ALL
+        SELECT MIN(enqueued_at) FROM pending_images WHERE batch_id IS NOT NULL
+    )";
+
 pub(super) fn stats(conn: &mut Connection) -> rusqlite::Result<StoreStats> {
-    conn.prepare_cached(
-        "SELECT (SELECT COUNT(*) FROM pending_images),
-                        (SELECT MIN(enqueued_at) FROM pending_images),
+    // One read transaction: both statements see the same snapshot.
+    let tx = conn.transaction()?;
+    let oldest_enqueued_at = tx
+        .prepare_cached(OLDEST_PENDING_SQL)?
+        .query_row([], |row| row.get(0))?;
+    let stats = tx
+        .prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM pending_images),
                         (SELECT COUNT(*) FROM batches WHERE lease_until IS NOT NULL),
                         (SELECT COUNT(*) FROM dead_letters)",
-    )?
-    .query_row([], |row| {
-        Ok(StoreStats {
-            pending_images: count_at(row, 0)?,
-            oldest_enqueued_at: row.get(1)?,
-            batches_in_flight: count_at(row, 2)?,
-            dead_letters: count_at(row, 3)?,
-        })
-    })
+        )?
+        .query_row([], |row| {
+            Ok(StoreStats {
+                pending_images: count_at(row, 0)?,
+                oldest_enqueued_at,
+                batches_in_flight: count_at(row, 1)?,
+                dead_letters: count_at(row, 2)?,
+            })
+        })?;
+    tx.commit()?;
+    Ok(stats)
 }
 
 pub(super) fn prune_deliveries(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {

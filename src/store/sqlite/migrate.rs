@@ -33,6 +33,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "poll_state",
         sql: include_str!("../migrations/sqlite/0003_poll_state.sql"),
     },
+    Migration {
+        version: 4,
+        name: "no_age_index",
+        sql: include_str!("../migrations/sqlite/0004_no_age_index.sql"),
+    },
 ];
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::admin::OLDEST_PENDING_SQL;
 use super::claim::{
     ATTACH_IMAGES_SQL, BATCH_IMAGES_SQL, CREATE_BATCH_SQL, LEASE_BATCH_SQL, RECLAIMABLE_BATCH_SQL,
     WAITING_PARTITIONS_SQL,
@@ -346,6 +347,7 @@ async fn claim_and_due_queries_seek_indexes() {
         LEASE_BATCH_SQL,
         BATCH_IMAGES_SQL,
         "SELECT MIN(next_attempt_at) FROM batches",
+        OLDEST_PENDING_SQL,
         "DELETE FROM pending_images WHERE batch_id = ?1",
         "DELETE FROM deliveries WHERE seen_at < ?1",
     ] {
