@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::domain::{ImageRef, Partition, ScanTarget};
 
 pub mod conformance;
+mod group_commit;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;

@@ -29,7 +29,7 @@
 //! lock (`busy_timeout` polls it with sleeps). Enqueues that arrive while a
 //! commit runs are therefore written together in the next transaction, each in
 //! its own savepoint, and each answered only once that transaction committed:
-//! see [`group_commit`].
+//! see [`super::group_commit`].
 //!
 //! All blocking SQLite work runs on the pool's `interact` (tokio's blocking
 //! threads), never on the async runtime threads.
@@ -50,9 +50,7 @@ use super::{
 };
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
-mod group_commit;
-
-use group_commit::{EnqueueJob, GroupCommit};
+use super::group_commit::{EnqueueJob, GroupCommit};
 
 /// A schema step, applied once, in version order.
 #[derive(Debug, Clone, Copy)]

@@ -1,19 +1,20 @@
-//! Group commit for the SQLite store's enqueues: webhooks that arrive while a
-//! commit is running are written together in the next transaction, so they
-//! share one `BEGIN IMMEDIATE` and one WAL fsync instead of queueing on the
-//! file's write lock one by one.
+//! Group commit for enqueues, shared by the SQLite and PostgreSQL stores:
+//! webhooks that arrive while a commit is running are written together in the
+//! next transaction, so they share one commit (SQLite: one `BEGIN IMMEDIATE`
+//! and one WAL fsync; PostgreSQL: one statement and one WAL flush) instead of
+//! paying for it one by one.
 //!
 //! The promise of [`Store::enqueue`](crate::store::Store::enqueue) is kept per
 //! caller: each gets its answer only after the transaction that holds ITS rows
-//! committed (with `synchronous=FULL`, after the fsync). A failure inside one
-//! webhook's statements rolls back that webhook's savepoint only; a failed
-//! commit fails every webhook of the group, and none of them was acknowledged.
+//! committed. How a backend isolates one webhook's failure from the others of
+//! its group is up to its `commit` function; a failed commit fails every
+//! webhook of the group, and none of them was acknowledged.
 //!
 //! Who commits: every caller queues its job, then waits for whichever comes
 //! first: its answer (a lock holder committed its job) or the writer lock.
 //! The lock holder commits one group of the oldest queued jobs and lets go,
-//! so the store's other writes (the batcher's claims), which queue with the
-//! group commits for the store's write turn, wait at most one group. A job is
+//! so the store's other writes (SQLite's batcher claims, which queue with the
+//! group commits for the store's write turn) wait at most one group. A job is
 //! never stranded: its caller keeps
 //! waiting for the lock until someone answers it; if it holds the lock and
 //! finds nothing queued, its job is in a group being committed, whose end
