@@ -459,8 +459,9 @@ async fn a_refused_connection_is_unavailable_at_once() {
     let started = Instant::now();
     match store.ping().await {
         Err(StoreError::Unavailable(message)) => assert!(
-            message.starts_with("cannot connect to PostgreSQL: error connecting to server: ")
-                && message.contains("refused"),
+            message.starts_with(&format!(
+                "cannot connect to PostgreSQL at 127.0.0.1:{port}: error connecting to server: "
+            )) && message.contains("refused"),
             "{message}"
         ),
         other => panic!("expected Unavailable, got {other:?}"),
@@ -509,7 +510,7 @@ async fn a_database_that_never_answers_is_unavailable_within_seconds() {
     match ping {
         Err(StoreError::Unavailable(message)) => assert_eq!(
             message,
-            "timed out getting a PostgreSQL connection (Create)"
+            format!("timed out getting a PostgreSQL connection to 127.0.0.1:{port} (Create)")
         ),
         other => panic!("expected Unavailable, got {other:?}"),
     }

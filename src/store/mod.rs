@@ -33,7 +33,7 @@ pub use memory::MemoryStore;
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or refused the connection: senders
     /// should retry later (503).
