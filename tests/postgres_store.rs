@@ -1011,7 +1011,8 @@ async fn one_group_answers_each_webhook_as_if_they_came_one_by_one() {
         return;
     };
     let schema = TestSchema::new();
-    let store = Arc::new(schema.migrated_store(4).await);
+    // Pool 2: one group commits at a time, so the queued webhooks form one group.
+    let store = Arc::new(schema.migrated_store(2).await);
     install_trap(&admin, &schema.name).await;
     store
         .enqueue(delivery("seen-before").as_ref(), &[], T0 - 1)
@@ -1065,7 +1066,8 @@ async fn a_webhook_that_breaks_the_statement_fails_alone() {
         return;
     };
     let schema = TestSchema::new();
-    let store = Arc::new(schema.migrated_store(4).await);
+    // Pool 2: one group commits at a time, so the queued webhooks form one group.
+    let store = Arc::new(schema.migrated_store(2).await);
     install_trap(&admin, &schema.name).await;
     let outcomes = enqueue_behind_a_slow_group(
         &store,
@@ -1098,7 +1100,8 @@ async fn a_failed_group_answers_every_member_unavailable_and_stores_none() {
         return;
     };
     let schema = TestSchema::new();
-    let store = Arc::new(schema.migrated_store(4).await);
+    // Pool 2: one group commits at a time, so the queued webhooks form one group.
+    let store = Arc::new(schema.migrated_store(2).await);
     install_trap(&admin, &schema.name).await;
     let outcomes = enqueue_behind_a_slow_group(
         &store,

@@ -97,7 +97,7 @@ impl PostgresStore {
             pool,
             server: Arc::from(config.server()),
             schema: schema.map(str::to_string),
-            group: GroupCommit::default(),
+            group: GroupCommit::with_committers(committers(pool_size)),
         })
     }
 
@@ -108,6 +108,18 @@ impl PostgresStore {
             .map_err(|error| from_pool(error, &self.server))
     }
 }
+
+/// Groups committing at once: while one waits for the server's WAL flush,
+/// the next writes its rows (the server flushes concurrent commits
+/// together), so a webhook rarely waits a whole commit for its turn. Two
+/// connections stay free for claims and settles.
+fn committers(pool_size: usize) -> usize {
+    pool_size.saturating_sub(2).clamp(1, MAX_COMMITTERS)
+}
+
+/// More groups in flight than this only make each group smaller (measured:
+/// 4 and 6 within the noise of each other, both ahead of 1; BENCHMARKS.md).
+const MAX_COMMITTERS: usize = 6;
 
 /// Runs one store operation under [`OPERATION_TIMEOUT`].
 async fn bounded<T>(
