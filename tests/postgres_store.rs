@@ -752,7 +752,7 @@ async fn serves_tls(admin: &tokio_postgres::Client) -> bool {
         !std::env::var("CI").is_ok_and(|ci| ci == "true"),
         "{message} (a failure under CI=true)"
     );
-    eprintln!("{message}");
+    postgres_support::loud(message);
     false
 }
 
@@ -887,7 +887,9 @@ async fn verify_ca_trusts_the_root_and_verify_full_also_checks_the_host_name() {
         return;
     }
     let Some(certificate) = self_signed_server_certificate(&admin).await else {
-        eprintln!("the server's certificate is not readable here; nothing to verify against");
+        postgres_support::loud(
+            "the server's certificate is not readable here; nothing to verify against",
+        );
         return;
     };
     let server = postgres_support::test_server().expect("admin() found it");

@@ -72,14 +72,21 @@ fn find_or_start_server() -> Option<TestServer> {
         if std::env::var("CI").is_ok_and(|ci| ci == "true") {
             panic!("{message} (a failure under CI=true)");
         }
-        eprintln!("{message}");
+        loud(&message);
         return None;
     }
-    eprintln!(
+    loud(&format!(
         "postgres tests: nothing answers at {}; starting a private throwaway cluster",
         machine.addr
-    );
+    ));
     Some(start_throwaway_server())
+}
+
+/// One line on the terminal even from a passing test: the test harness
+/// captures `eprintln!`, not writes to the stderr handle.
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
 
 /// `postgres://user@host:port/db` → the server without its database.
@@ -325,7 +332,7 @@ impl PrivateCluster {
         match openssl.output() {
             Ok(output) if output.status.success() => {}
             _ => {
-                eprintln!("postgres tests: no openssl; the private cluster serves no TLS");
+                loud("postgres tests: no openssl; the private cluster serves no TLS");
                 return;
             }
         }
