@@ -70,7 +70,8 @@ pub enum UrlError {
 
 /// Where and how to connect: the server's settings, its TLS requirements,
 /// and a label naming the server (hosts and ports, never credentials).
-#[derive(Clone)]
+/// Comparable, so that a typed configuration can hold it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectConfig {
     pub(super) pg: tokio_postgres::Config,
     pub(super) ssl_mode: SslMode,
