@@ -1239,3 +1239,52 @@ async fn a_group_in_flight_when_the_database_goes_away_fails_cleanly() {
         .collect();
     assert_eq!(tags, ["slow"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_failed_for_the_servers_reasons_is_not_reused() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    let application = format!("discard-{}", schema.name);
+    let url = format!("{}?application_name={application}", database_url());
+    let store = PostgresStore::connect(&url, 1, Some(&schema.name))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    install_trap(&admin, &schema.name).await;
+    let backends = || async {
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&application],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .iter()
+            .map(|row| row.get::<_, i32>(0))
+            .collect::<Vec<i32>>()
+    };
+    store
+        .enqueue(None, &[target("i1", "api", "v1")], T0)
+        .await
+        .expect("enqueue");
+    let before = backends().await;
+    assert_eq!(before.len(), 1, "one pooled connection");
+    // A transient failure (as a standby's read-only answer after a failover).
+    assert!(matches!(
+        store
+            .enqueue(None, &[target("i1", "api", "flaky")], T0)
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    store
+        .enqueue(None, &[target("i1", "api", "v2")], T0)
+        .await
+        .expect("enqueue on a new connection");
+    let after = backends().await;
+    assert!(
+        after.iter().any(|pid| !before.contains(pid)),
+        "a new connection served the next webhook: before {before:?}, after {after:?}"
+    );
+}

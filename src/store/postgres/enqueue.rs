@@ -327,7 +327,15 @@ async fn write_bounded(
                 job.now,
             )
         }));
-        plan.write(&client).await
+        let outcome = plan.write(&client).await;
+        if let Err(StoreError::Unavailable(_)) = &outcome {
+            // The server's condition, not the rows': after a failover the old
+            // primary may go on answering read-only on a live connection that
+            // the pool's check before use passes. Closing it makes the next
+            // checkout connect to whatever the host name names now.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
     };
     match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
         Ok(outcome) => outcome,
