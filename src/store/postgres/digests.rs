@@ -8,8 +8,11 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
+use super::PostgresStore;
+use super::bounded;
+use super::enqueue::{GroupPlan, ImageRow};
 use super::errors::from_postgres;
-use super::{PostgresStore, as_bigint, bounded, count_of, get, insert_unbatched, partition_of};
+use super::rows::{as_bigint, count_of, get, partition_of};
 use crate::store::{
     ClaimedDigest, DeadLetterCause, DeliveryKey, DigestQueue, DigestSettlement, EnqueueCounts,
     Enqueued, Millis, StoreError, UnresolvedDigest, WaitingDigest,
@@ -207,19 +210,9 @@ impl DigestQueue for PostgresStore {
                     tx.execute(delete, &[&claimed.id])
                         .await
                         .map_err(from_postgres)?;
-                    for target in &targets {
-                        insert_unbatched(
-                            &tx,
-                            &target.partition,
-                            &[(
-                                &target.image,
-                                target.instance_url.as_deref(),
-                                target.digest.as_deref(),
-                            )],
-                            now,
-                        )
+                    GroupPlan::new([(None, targets.iter().map(ImageRow::from), now)])
+                        .write(&tx)
                         .await?;
-                    }
                 }
                 DigestSettlement::AskAgain {
                     not_before,

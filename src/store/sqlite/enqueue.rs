@@ -6,8 +6,8 @@ use rusqlite::{Connection, Transaction};
 
 use super::connection::immediate;
 use super::errors::sql_failure;
-use super::group_commit::EnqueueJob;
 use crate::domain::{ImageRef, Partition, ScanTarget};
+use crate::store::group_commit::EnqueueJob;
 use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, Millis, StoreError};
 
 /// Stores one image as waiting unless the same image already waits in its

@@ -29,8 +29,8 @@
 //! lock (`busy_timeout` polls it with sleeps). Enqueues that arrive while a
 //! commit runs are therefore written together in the next transaction, each in
 //! its own savepoint, and each answered only once that transaction committed:
-//! see [`group_commit`]. One thread with its own connection writes the groups
-//! ([`writer`]).
+//! see [`super::group_commit`]. One thread with its own connection writes the
+//! groups ([`writer`]).
 //!
 //! All other blocking SQLite work runs on the pool's `interact` (tokio's
 //! blocking threads), never on the async runtime threads.
@@ -54,7 +54,6 @@ mod connection;
 mod digests;
 mod enqueue;
 mod errors;
-mod group_commit;
 mod migrate;
 mod poll_state;
 mod rows;

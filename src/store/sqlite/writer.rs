@@ -20,8 +20,8 @@ use rusqlite::Connection;
 use super::connection::{Patience, configure_connection, take_turn};
 use super::enqueue::commit_group;
 use super::errors::panic_reason;
-use super::group_commit::GroupCommit;
 use crate::domain::ScanTarget;
+use crate::store::group_commit::GroupCommit;
 use crate::store::{DeliveryKey, Enqueued, Millis, StoreError};
 
 /// What the store and its writer thread share.
