@@ -1,6 +1,6 @@
 //! Per-connection settings, the write turn and the transactions the store opens.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -26,11 +26,51 @@ impl Default for Patience {
     }
 }
 
+/// This process's write turn: writers get it in the order they asked.
+///
+/// Why first come, first served: the enqueue writer asks again as soon as it
+/// lets go, and a plain mutex mostly hands the lock straight back to the
+/// thread that just released it, so a claim could wait behind many groups.
+#[derive(Debug, Default)]
+pub(super) struct WriteTurn {
+    tickets: Mutex<Tickets>,
+    next: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Tickets {
+    issued: u64,
+    serving: u64,
+}
+
+/// Holds the write turn; the next ticket is served when it drops (also when
+/// its holder panics, whose transaction rolled back with its connection).
+pub(super) struct TurnGuard<'a>(&'a WriteTurn);
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        lock_tickets(&self.0.tickets).serving += 1;
+        self.0.next.notify_all();
+    }
+}
+
+fn lock_tickets(tickets: &Mutex<Tickets>) -> MutexGuard<'_, Tickets> {
+    // Two counters, each changed in one step: consistent even if poisoned.
+    tickets.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Waits for this process's write turn, on a blocking thread.
-pub(super) fn take_turn(turn: &Mutex<()>) -> MutexGuard<'_, ()> {
-    // The guarded value is `()`: a writer that panicked left nothing half-done
-    // here (its transaction rolled back with its connection).
-    turn.lock().unwrap_or_else(PoisonError::into_inner)
+pub(super) fn take_turn(turn: &WriteTurn) -> TurnGuard<'_> {
+    let mut tickets = lock_tickets(&turn.tickets);
+    let mine = tickets.issued;
+    tickets.issued += 1;
+    while tickets.serving != mine {
+        tickets = turn
+            .next
+            .wait(tickets)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    TurnGuard(turn)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,4 +101,47 @@ pub(super) fn configure_connection(
 
 pub(super) fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_turn_goes_to_writers_in_the_order_they_asked() {
+        let turn = Arc::new(WriteTurn::default());
+        let first = take_turn(&turn);
+        let (order, served) = mpsc::channel();
+        let mut waiters = Vec::new();
+        for name in ["claim", "group"] {
+            let shared = Arc::clone(&turn);
+            let order = order.clone();
+            waiters.push(std::thread::spawn(move || {
+                let _turn = take_turn(&shared);
+                order.send(name).expect("test listens");
+            }));
+            // The claim asks first, then the group.
+            while lock_tickets(&turn.tickets).issued < waiters.len() as u64 + 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // The holder lets go and at once asks again, as the enqueue writer does:
+        // it is served after both waiters, not before them.
+        drop(first);
+        let again = take_turn(&turn);
+        order.send("holder again").expect("test listens");
+        drop(again);
+        for waiter in waiters {
+            waiter.join().expect("waiter");
+        }
+        drop(order);
+        assert_eq!(
+            served.iter().collect::<Vec<_>>(),
+            vec!["claim", "group", "holder again"]
+        );
+    }
 }

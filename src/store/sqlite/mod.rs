@@ -36,7 +36,7 @@
 //! blocking threads), never on the async runtime threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_sqlite::{Config, Hook, HookError, InteractError, Pool, PoolError, Runtime};
@@ -64,7 +64,7 @@ mod writer;
 
 use admin::{dead_letters, pending, prune_deliveries, retry_dead_letter, stats};
 use claim::{claim, next_due};
-use connection::{ConfigureError, Patience, configure_connection, take_turn};
+use connection::{ConfigureError, Patience, WriteTurn, configure_connection, take_turn};
 use errors::{panic_reason, sql_failure};
 use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
 use settle::{complete, dead_letter, release};
@@ -78,13 +78,13 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: GroupWriter,
     /// Taken on the blocking thread by every write transaction of this process
-    /// (group commits, claims, settles), so that they queue on a mutex that
-    /// wakes the next one when it is released, instead of polling SQLite's file
-    /// lock: `busy_timeout` sleeps up to 100 ms between tries, which kept a
+    /// (group commits, claims, settles), so that they queue, first come first
+    /// served, for a turn that wakes the next one when it is released, instead
+    /// of polling SQLite's file lock: `busy_timeout` sleeps up to 100 ms between tries, which kept a
     /// claim waiting far behind a stream of group commits. Held only inside
     /// blocking tasks, never across an `.await`, so a future that is not being
     /// polled can never hold it. Between processes, `busy_timeout` still rules.
-    write_turn: Arc<Mutex<()>>,
+    write_turn: Arc<WriteTurn>,
 }
 
 impl SqliteStore {
@@ -136,7 +136,7 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|err| unavailable(format!("cannot build the connection pool: {err}")))?;
-        let write_turn: Arc<Mutex<()>> = Arc::default();
+        let write_turn: Arc<WriteTurn> = Arc::default();
         let writer = GroupWriter::start(path, patience, Arc::clone(&write_turn)).await?;
         let store = SqliteStore {
             pool,

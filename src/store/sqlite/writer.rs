@@ -11,13 +11,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 
 use rusqlite::Connection;
 
-use super::connection::{Patience, configure_connection, take_turn};
+use super::connection::{Patience, WriteTurn, configure_connection, take_turn};
 use super::enqueue::commit_group;
 use super::errors::panic_reason;
 use crate::domain::ScanTarget;
@@ -63,7 +63,7 @@ impl GroupWriter {
     pub async fn start(
         path: &Path,
         patience: Patience,
-        write_turn: Arc<Mutex<()>>,
+        write_turn: Arc<WriteTurn>,
     ) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared::default());
         let (opened, opening) = tokio::sync::oneshot::channel();
@@ -157,7 +157,7 @@ fn open_connection(path: &Path, patience: Patience) -> Result<Connection, StoreE
 /// The writer's loop: sleeps until a job is queued, takes the write turn,
 /// then commits the queued jobs as one group (up to the group cap), until
 /// asked to stop and nothing is left.
-fn write_groups(shared: &Shared, conn: &mut Connection, path: &Path, write_turn: &Mutex<()>) {
+fn write_groups(shared: &Shared, conn: &mut Connection, path: &Path, write_turn: &WriteTurn) {
     loop {
         if shared.group.queued() == 0 {
             if shared.stopping.load(Ordering::SeqCst) {
