@@ -102,7 +102,17 @@ impl Application {
         let metrics = Metrics::new()?;
         let sources = build_sources(&settings.sources, &metrics);
         let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
-        metrics.export_from_start(&source_names, settings.batch.window.as_duration());
+        let poll_source_names: Vec<&str> = settings
+            .sources
+            .iter()
+            .filter(|source| source.poll().is_some())
+            .map(|source| source.name.as_str())
+            .collect();
+        metrics.export_from_start(
+            &source_names,
+            &poll_source_names,
+            settings.batch.window.as_duration(),
+        );
         let clock = Clock::new();
         let owner = lease_owner();
         let batcher = Arc::new(Batcher::new(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
@@ -24,31 +24,13 @@ use crate::ops::metrics::{Metrics, status_class};
 use crate::store::{BatchPolicy, ClaimedBatch, DeadLetterCause, Millis, Store};
 
 pub mod backoff;
+pub mod work_loop;
 
 pub use backoff::Backoff;
-
-/// How long to wait when a due partition is being claimed by another replica.
-const CONTENDED_PAUSE: Duration = Duration::from_millis(25);
-
-/// After a store failure the loop waits this long before asking again.
-const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
-
-/// A send ends at most this long (or a tenth of the lease) before its lease
-/// does, leaving time to settle the batch while the lease still holds.
-const LEASE_SETTLE_MARGIN_MS: Millis = 1_000;
+use work_loop::{STORE_ERROR_PAUSE, WakeHandle, lease_budget, pause_until};
 
 /// Lets the intake (and admin flush) wake the batcher.
-#[derive(Clone, Default)]
-pub struct BatcherHandle {
-    wake: Arc<Notify>,
-}
-
-impl BatcherHandle {
-    /// New work was committed: re-read the next deadline. Wakes are coalesced.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-}
+pub type BatcherHandle = WakeHandle;
 
 pub struct Batcher {
     store: Arc<dyn Store>,
@@ -126,14 +108,8 @@ impl Batcher {
             };
             // Reap finished sends so the set does not grow.
             while sends.try_join_next().is_some() {}
-            tokio::select! {
-                _ = self.handle.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                }
+            if !self.handle.pause(pause, &mut stop).await {
+                break;
             }
         }
         // Sends already started keep their leases; hand them to the drain.
@@ -225,16 +201,9 @@ impl Batcher {
 
     /// How long to sleep before the next batch could be due.
     async fn sleep_until_next_due(&self) -> Duration {
-        let idle = self.idle;
         let now = self.clock.now_ms();
         match self.store.next_due(now, &self.policy).await {
-            // Due already, yet the claim just came back empty: another replica is
-            // forming that batch right now. Look again shortly instead of spinning.
-            Ok(Some(due)) if due <= now => CONTENDED_PAUSE,
-            Ok(Some(due)) => {
-                Duration::from_millis((due - now).min(idle.as_millis() as Millis) as u64)
-            }
-            Ok(None) => idle,
+            Ok(next_due) => pause_until(next_due, now, self.idle),
             Err(error) => {
                 self.store_error("next_due", &error);
                 STORE_ERROR_PAUSE
@@ -384,9 +353,7 @@ impl Batcher {
     /// How long a send of `batch` may take: until its lease ends, less a
     /// margin to settle the outcome in the store while the lease still holds.
     fn send_budget(&self, batch: &ClaimedBatch) -> Duration {
-        let margin = (self.policy.lease_ms / 10).clamp(0, LEASE_SETTLE_MARGIN_MS);
-        let remaining = batch.lease_until - self.clock.now_ms() - margin;
-        Duration::from_millis(remaining.max(0) as u64)
+        lease_budget(self.policy.lease_ms, batch.lease_until, self.clock.now_ms())
     }
 
     fn store_error(&self, operation: &str, error: &crate::store::StoreError) {

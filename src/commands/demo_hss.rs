@@ -307,28 +307,22 @@ fn check_batch_scan(body: &Value) -> Vec<String> {
             false
         }
     };
-    let items = images(object, "image_info_list", &mut problems);
-    for (index, item) in items.iter().enumerate() {
-        let at = format!("image_info_list[{index}]");
-        let Some(item) = item.as_object() else {
-            problems.push(format!("{at} is not an object"));
-            continue;
-        };
-        unknown_keys(
-            item,
-            &[
-                "namespace",
-                "image_name",
-                "image_version",
-                "instance_id",
-                "instance_url",
-            ],
-            &at,
-            &mut problems,
-        );
-        named_image(item, &at, &mut problems);
-        instance_fields(item, is_instance, &at, &mut problems);
-    }
+    let known = [
+        "namespace",
+        "image_name",
+        "image_version",
+        "instance_id",
+        "instance_url",
+    ];
+    check_image_items(
+        object,
+        "image_info_list",
+        &known,
+        &mut problems,
+        |at, item, problems| {
+            instance_fields(item, is_instance, at, problems);
+        },
+    );
     problems
 }
 
@@ -380,63 +374,74 @@ fn check_scan_tasks(query: &[(String, String)], body: &Value) -> Vec<String> {
     if object.get("is_all") != Some(&Value::Bool(false)) {
         problems.push("is_all must be false: only the listed images are to be scanned".into());
     }
-    let items = images(object, "image_info", &mut problems);
-    for (index, item) in items.iter().enumerate() {
-        let at = format!("image_info[{index}]");
-        let Some(item) = item.as_object() else {
-            problems.push(format!("{at} is not an object"));
-            continue;
-        };
-        unknown_keys(
-            item,
-            &[
-                "namespace",
-                "image_name",
-                "image_version",
-                "registry_type",
-                "image_digest",
-                "instance_id",
-                "instance_url",
-            ],
-            &at,
-            &mut problems,
-        );
-        named_image(item, &at, &mut problems);
-        let is_instance = match item.get("registry_type").and_then(Value::as_str) {
-            Some("SwrPrivate" | "SwrShared") => false,
-            Some("SwrEnterprise") => true,
-            other => {
-                problems.push(format!(
+    let known = [
+        "namespace",
+        "image_name",
+        "image_version",
+        "registry_type",
+        "image_digest",
+        "instance_id",
+        "instance_url",
+    ];
+    check_image_items(
+        object,
+        "image_info",
+        &known,
+        &mut problems,
+        |at, item, problems| {
+            let is_instance = match item.get("registry_type").and_then(Value::as_str) {
+                Some("SwrPrivate" | "SwrShared") => false,
+                Some("SwrEnterprise") => true,
+                other => {
+                    problems.push(format!(
                     "{at}.registry_type must be SwrPrivate, SwrShared or SwrEnterprise, got {other:?}"
                 ));
-                false
+                    false
+                }
+            };
+            instance_fields(item, is_instance, at, problems);
+            if let Some(digest) = item.get("image_digest") {
+                let valid = digest
+                    .as_str()
+                    .and_then(|d| d.strip_prefix("sha256:"))
+                    .is_some_and(|hex| {
+                        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    });
+                if !valid {
+                    problems.push(format!("{at}.image_digest must be sha256:<64 hex digits>"));
+                }
             }
-        };
-        instance_fields(item, is_instance, &at, &mut problems);
-        if let Some(digest) = item.get("image_digest") {
-            let valid = digest
-                .as_str()
-                .and_then(|d| d.strip_prefix("sha256:"))
-                .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !valid {
-                problems.push(format!("{at}.image_digest must be sha256:<64 hex digits>"));
-            }
-        }
-    }
+        },
+    );
     problems
 }
 
-fn images<'b>(
-    object: &'b Map<String, Value>,
+/// Checks the image list `key` (a non-empty array) item by item: an object
+/// of `known` fields that names an image, then `check(at, item, problems)`
+/// with `at` naming where the item stands.
+fn check_image_items(
+    object: &Map<String, Value>,
     key: &str,
+    known: &[&str],
     problems: &mut Vec<String>,
-) -> &'b [Value] {
-    match object.get(key).and_then(Value::as_array) {
-        Some(items) if !items.is_empty() => items,
+    mut check: impl FnMut(&str, &Map<String, Value>, &mut Vec<String>),
+) {
+    let items = match object.get(key).and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => items.as_slice(),
         _ => {
             problems.push(format!("{key} must be a non-empty array"));
             &[]
         }
+    };
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("{key}[{index}]");
+        let Some(item) = item.as_object() else {
+            problems.push(format!("{at} is not an object"));
+            continue;
+        };
+        unknown_keys(item, known, &at, problems);
+        named_image(item, &at, problems);
+        check(&at, item, problems);
     }
 }
 

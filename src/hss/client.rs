@@ -13,6 +13,7 @@ use super::credentials::{CredentialProvider, SystemClock, WallClock};
 use super::errors::{
     HssError, describe_transport_error, error_detail, parse_error_body, parse_retry_after,
 };
+use super::http;
 use super::scan_tasks::{ScanScope, scan_tasks_body};
 use super::sender::{ScanOutcome, ScanSender};
 use super::signer;
@@ -72,14 +73,7 @@ impl HssClient {
         url.set_path(&path);
 
         let timeout = settings.request_timeout;
-        // rustls with the webpki roots verifies certificates; nothing here
-        // turns that off.
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("swr-scan-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| HssError::HttpClient(describe_transport_error(&e)))?;
-        let credentials = CredentialProvider::from_settings(settings, http.clone(), clock.clone())?;
+        let (http, credentials) = http::client_with_credentials(settings, clock.clone())?;
         Ok(HssClient {
             http,
             api,
@@ -220,16 +214,10 @@ impl HssClient {
             }
             Ok(response) => {
                 let status = response.status().as_u16();
-                let header = |name: &str| {
-                    response
-                        .headers()
-                        .get(name)
-                        .and_then(|value| value.to_str().ok())
-                        .map(str::to_string)
-                };
-                let request_id = header(REQUEST_ID_HEADER);
-                let retry_after = header(reqwest::header::RETRY_AFTER.as_str())
-                    .and_then(|value| parse_retry_after(&value, self.clock.now().into()));
+                let request_id = http::header_text(&response, REQUEST_ID_HEADER);
+                let retry_after =
+                    http::header_text(&response, reqwest::header::RETRY_AFTER.as_str())
+                        .and_then(|value| parse_retry_after(&value, self.clock.now().into()));
                 // A body cut off mid-way still leaves the status to classify by.
                 let body = read_answer_body(response, ANSWER_BODY_LIMIT).await;
                 let outcome = classify_response(status, request_id, retry_after, &body);

@@ -374,10 +374,7 @@ impl MetadataIssuer {
             ));
         }
         let document: SecurityKeyDocument =
-            serde_json::from_slice(&body).map_err(|e| CredentialError::Malformed {
-                issuer: Issuer::MetadataService,
-                reason: format!("securitykey document: {}", describe_json_error(&e)),
-            })?;
+            parse_document(Issuer::MetadataService, "securitykey document", &body)?;
         let credential = document.credential;
         let expires_at = parse_expiry(Issuer::MetadataService, &credential.expires_at)?;
         if credential.access.is_empty() || credential.secret.is_empty() {
@@ -416,21 +413,11 @@ impl MetadataIssuer {
         {
             return Ok(session.value.clone());
         }
-        let response = self
-            .http
-            .put(self.token_url.clone())
-            .header(
-                METADATA_TOKEN_TTL_HEADER,
-                METADATA_SESSION_TTL.as_secs().to_string(),
-            )
-            .send()
-            .await
-            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
+        let request = self.http.put(self.token_url.clone()).header(
+            METADATA_TOKEN_TTL_HEADER,
+            METADATA_SESSION_TTL.as_secs().to_string(),
+        );
+        let IssuerAnswer { status, body, .. } = exchange(Issuer::MetadataService, request).await?;
         let session = if status.is_success() {
             let token = String::from_utf8_lossy(&body).trim().to_string();
             if token.is_empty() {
@@ -465,16 +452,8 @@ impl MetadataIssuer {
         if let MetadataSession::Token(token) = session {
             request = request.header(METADATA_TOKEN_HEADER, token.expose());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unreachable_error(Issuer::MetadataService, &e))?;
-        Ok((status, body.to_vec()))
+        let answer = exchange(Issuer::MetadataService, request).await?;
+        Ok((answer.status, answer.body))
     }
 }
 
@@ -525,23 +504,16 @@ impl IamIssuer {
                 "scope": { "project": { "id": self.project_id } }
             }
         });
-        let response = self
-            .http
-            .post(self.tokens_url.clone())
-            .json(&request_body)
-            .send()
-            .await
-            .map_err(|e| unreachable_error(Issuer::Iam, &e))?;
-        let status = response.status();
-        let token = response
-            .headers()
+        let request = self.http.post(self.tokens_url.clone()).json(&request_body);
+        let IssuerAnswer {
+            status,
+            headers,
+            body,
+        } = exchange(Issuer::Iam, request).await?;
+        let token = headers
             .get(SUBJECT_TOKEN_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unreachable_error(Issuer::Iam, &e))?;
         if !status.is_success() {
             return Err(CredentialError::from_status(Issuer::Iam, status, &body));
         }
@@ -552,11 +524,7 @@ impl IamIssuer {
                     issuer: Issuer::Iam,
                     reason: format!("no {SUBJECT_TOKEN_HEADER} header"),
                 })?;
-        let document: TokenDocument =
-            serde_json::from_slice(&body).map_err(|e| CredentialError::Malformed {
-                issuer: Issuer::Iam,
-                reason: format!("token document: {}", describe_json_error(&e)),
-            })?;
+        let document: TokenDocument = parse_document(Issuer::Iam, "token document", &body)?;
         let expires_at = parse_expiry(Issuer::Iam, &document.token.expires_at)?;
         tracing::info!(issuer = %Issuer::Iam, %expires_at, "obtained an IAM token for HSS");
         let token = Secret::literal(token);
@@ -577,11 +545,43 @@ fn parse_expiry(issuer: Issuer, value: &str) -> Result<DateTime<Utc>, Credential
         })
 }
 
-fn unreachable_error(issuer: Issuer, error: &reqwest::Error) -> CredentialError {
-    CredentialError::Unreachable {
+/// An issuer's whole answer.
+struct IssuerAnswer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Sends `request` to `issuer` and reads its answer to the end.
+async fn exchange(
+    issuer: Issuer,
+    request: reqwest::RequestBuilder,
+) -> Result<IssuerAnswer, CredentialError> {
+    let unreachable = |error: reqwest::Error| CredentialError::Unreachable {
         issuer,
-        reason: describe_transport_error(error),
-    }
+        reason: describe_transport_error(&error),
+    };
+    let response = request.send().await.map_err(unreachable)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(unreachable)?;
+    Ok(IssuerAnswer {
+        status,
+        headers,
+        body: body.to_vec(),
+    })
+}
+
+/// `body` as the JSON document `what` of `issuer`.
+fn parse_document<T: serde::de::DeserializeOwned>(
+    issuer: Issuer,
+    what: &str,
+    body: &[u8],
+) -> Result<T, CredentialError> {
+    serde_json::from_slice(body).map_err(|e| CredentialError::Malformed {
+        issuer,
+        reason: format!("{what}: {}", describe_json_error(&e)),
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!   (HSS and SWR alike).
 //! - [`credentials`]: what authenticates a call: static AK/SK, temporary AK/SK
 //!   from the ECS/CCE metadata service, or an IAM token; cached and renewed.
+//! - [`http`]: the HTTP client and credentials every Huawei Cloud client builds.
 //! - [`client`]: builds, signs, sends and classifies one call per batch.
 //! - [`errors`]: reading failures (error bodies, `Retry-After`, transport
 //!   errors), shared by every client.
@@ -21,6 +22,7 @@ pub mod batch_scan;
 pub mod client;
 pub mod credentials;
 pub mod errors;
+pub mod http;
 pub mod scan_tasks;
 pub mod sender;
 pub mod signer;

@@ -12,16 +12,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::batcher::work_loop::{STORE_ERROR_PAUSE, WakeHandle, lease_budget, pause_until};
 use crate::batcher::{Backoff, BatcherHandle};
 use crate::clock::Clock;
 use crate::domain::ScanTarget;
 use crate::intake::formats::reference;
 use crate::intake::source::Sources;
 use crate::ops::metrics::Metrics;
-use crate::store::{ClaimedDigest, DeadLetterCause, DigestSettlement, Millis, Store, StoreError};
+use crate::store::{ClaimedDigest, DeadLetterCause, DigestSettlement, Store, StoreError};
 use crate::swr::SwrClient;
 use crate::swr::enterprise::ArtifactAddress;
 
@@ -33,28 +34,8 @@ use decide::{Answer, Outcome, Plan};
 /// How many digests one replica asks SWR about at once.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// How long to wait when a due digest is being claimed by another replica.
-const CONTENDED_PAUSE: Duration = Duration::from_millis(25);
-
-/// After a store failure the loop waits this long before asking again.
-const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
-
-/// An ask ends at most this long (or a tenth of the lease) before its lease
-/// does, leaving time to settle while the lease still holds.
-const LEASE_SETTLE_MARGIN_MS: Millis = 1_000;
-
 /// Lets the intake and the admin routes wake the resolver.
-#[derive(Clone, Default)]
-pub struct ResolverHandle {
-    wake: Arc<Notify>,
-}
-
-impl ResolverHandle {
-    /// A digest was stored: look at the queue again. Wakes are coalesced.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-}
+pub type ResolverHandle = WakeHandle;
 
 pub struct Resolver {
     store: Arc<dyn Store>,
@@ -124,14 +105,8 @@ impl Resolver {
                 Pass::StoreFailed => STORE_ERROR_PAUSE,
                 Pass::Stopped => break,
             };
-            tokio::select! {
-                _ = self.handle.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                }
+            if !self.handle.pause(pause, &mut stop).await {
+                break;
             }
         }
     }
@@ -186,9 +161,7 @@ impl Resolver {
         let idle = self.policy.delay.max(Duration::from_millis(1));
         let now = self.clock.now_ms();
         match self.store.next_digest_due().await {
-            Ok(Some(due)) if due <= now => CONTENDED_PAUSE,
-            Ok(Some(due)) => Duration::from_millis((due - now) as u64).min(idle),
-            Ok(None) => idle,
+            Ok(next_due) => pause_until(next_due, now, idle),
             Err(error) => {
                 self.store_error("next_digest_due", &error);
                 STORE_ERROR_PAUSE
@@ -306,9 +279,11 @@ impl Resolver {
 
     /// Asks SWR, within the claim's lease.
     async fn ask(&self, claimed: &ClaimedDigest, instance_id: &str) -> Answer {
-        let margin = (self.policy.lease_ms / 10).clamp(0, LEASE_SETTLE_MARGIN_MS);
-        let remaining = claimed.lease_until - self.clock.now_ms() - margin;
-        let budget = Duration::from_millis(remaining.max(0) as u64);
+        let budget = lease_budget(
+            self.policy.lease_ms,
+            claimed.lease_until,
+            self.clock.now_ms(),
+        );
         let address = ArtifactAddress {
             instance_id,
             namespace: &claimed.digest.namespace,

@@ -30,6 +30,7 @@ pub mod conformance;
 pub mod digest_queue;
 mod group_commit;
 pub mod memory;
+pub mod migrations;
 pub mod poll_state;
 pub mod postgres;
 pub mod sqlite;

@@ -16,6 +16,7 @@ use crate::hss::errors::{
     HssError, describe_json_error, describe_transport_error, error_detail, parse_error_body,
     parse_retry_after,
 };
+use crate::hss::http;
 use crate::hss::signer;
 use crate::ops::metrics::{Metrics, status_class};
 
@@ -166,12 +167,7 @@ impl SwrClient {
         let base = swr.endpoint.url().clone();
         let host = swr.endpoint.host().to_string();
         let timeout = hss.request_timeout;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("swr-scan-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| HssError::HttpClient(describe_transport_error(&e)))?;
-        let credentials = CredentialProvider::from_settings(hss, http.clone(), clock.clone())?;
+        let (http, credentials) = http::client_with_credentials(hss, clock.clone())?;
         Ok(Self {
             http,
             base,
@@ -301,13 +297,7 @@ impl SwrClient {
         mut response: reqwest::Response,
     ) -> Result<SwrAnswer<T>, SwrError> {
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| http::header_text(&response, name);
         let request_id = header(REQUEST_ID_HEADER);
         let total = header("Content-Range").and_then(|value| content_range_total(&value));
         let retry_after = header(reqwest::header::RETRY_AFTER.as_str())

@@ -6,32 +6,10 @@ use deadpool_postgres::Transaction;
 use super::errors::from_migration;
 use super::pool::quote_ident;
 use crate::store::StoreError;
+use crate::store::migrations::{self, Migration};
 
-pub(super) struct Migration {
-    pub(super) version: i64,
-    pub(super) name: &'static str,
-    pub(super) sql: &'static str,
-}
-
-/// Every migration, oldest first. Applied ones are never edited: a schema
-/// change is a new file with the next number.
-pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../migrations/postgres/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "digests",
-        sql: include_str!("../migrations/postgres/0002_digests.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "poll_state",
-        sql: include_str!("../migrations/postgres/0003_poll_state.sql"),
-    },
-];
+/// Every migration, oldest first.
+const MIGRATIONS: &[Migration] = &migrations::POSTGRES;
 
 /// Database-wide: migrations of different schemas wait for each other too,
 /// which costs nothing and keeps `CREATE SCHEMA` itself race-free.
@@ -63,10 +41,7 @@ pub(super) async fn run(tx: &Transaction<'_>, schema: Option<&str>) -> Result<()
         .collect::<Result<_, _>>()
         .map_err(from_migration)?;
 
-    for migration in MIGRATIONS {
-        if applied.contains(&migration.version) {
-            continue;
-        }
+    for migration in migrations::pending(MIGRATIONS, &applied) {
         tx.batch_execute(migration.sql)
             .await
             .map_err(|error| match from_migration(error) {
@@ -180,14 +155,6 @@ fn first_schema(search_path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn migrations_are_numbered_from_one_without_gaps() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.version, index as i64 + 1, "{}", migration.name);
-            assert!(!migration.sql.trim().is_empty());
-        }
-    }
 
     #[test]
     fn first_schema_follows_postgres_reading_of_search_path() {

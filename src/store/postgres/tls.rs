@@ -58,14 +58,23 @@ impl MakeRustlsConnect {
             .map_err(|error| TlsSetupError::Rustls(error.to_string()))?;
         let config = match connect.ssl_mode() {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-                with_verifier(builder, Arc::new(EncryptOnly(provider)))
+                let verifier = RelaxedVerifier {
+                    chain: None,
+                    provider,
+                };
+                with_verifier(builder, Arc::new(verifier))
             }
             SslMode::VerifyCa => {
                 let roots = load_roots(connect.root_certificates())?;
-                let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|error| TlsSetupError::Rustls(error.to_string()))?;
-                with_verifier(builder, Arc::new(AnyHostName(verifier)))
+                let chain =
+                    WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
+                        .build()
+                        .map_err(|error| TlsSetupError::Rustls(error.to_string()))?;
+                let verifier = RelaxedVerifier {
+                    chain: Some(chain),
+                    provider,
+                };
+                with_verifier(builder, Arc::new(verifier))
             }
             SslMode::VerifyFull => {
                 let roots = load_roots(connect.root_certificates())?;
@@ -122,28 +131,44 @@ fn load_roots(source: &RootCertificates) -> Result<Arc<RootCertStore>, TlsSetupE
     Ok(Arc::new(roots))
 }
 
-/// `prefer` and `require`: encrypted, the peer not authenticated (as libpq
-/// without a root file). The handshake's signatures are still checked, so the
-/// session is at least with the holder of the certificate's key.
+/// The modes that check less than `verify-full`. Either way the handshake's
+/// signatures are checked with the provider's algorithms, so the session is at
+/// least with the holder of the certificate's key.
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
+struct RelaxedVerifier {
+    /// `None` for `prefer` and `require`: encrypted, the peer not
+    /// authenticated (as libpq without a root file). `Some` for `verify-ca`:
+    /// the chain must lead to a trusted root; the name is not checked.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl EncryptOnly {
+impl RelaxedVerifier {
     fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
-        &self.0.signature_verification_algorithms
+        &self.provider.signature_verification_algorithms
     }
 }
 
-impl ServerCertVerifier for EncryptOnly {
+impl ServerCertVerifier for RelaxedVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        // rustls checks the name last, only once the chain verified, so a
+        // name mismatch is the one error that means "trusted, other name".
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -166,55 +191,6 @@ impl ServerCertVerifier for EncryptOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms().supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the name is not
-/// checked. rustls checks the name last, only once the chain verified, so a
-/// name mismatch is the one error that means "trusted, other name".
-#[derive(Debug)]
-struct AnyHostName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHostName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 

@@ -6,39 +6,12 @@ use rusqlite::Connection;
 
 use super::connection::immediate;
 use crate::store::Millis;
+use crate::store::migrations::{SQLITE, pending};
 
-/// A schema step, applied once, in version order.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Migration {
-    pub(super) version: i64,
-    pub(super) name: &'static str,
-    pub(super) sql: &'static str,
-}
+pub(super) use crate::store::migrations::Migration;
 
-/// Every migration, oldest first. File names are `NNNN_name.sql`; a test checks
-/// that this list and the directory agree.
-pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "digests",
-        sql: include_str!("../migrations/sqlite/0002_digests.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "poll_state",
-        sql: include_str!("../migrations/sqlite/0003_poll_state.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "no_age_index",
-        sql: include_str!("../migrations/sqlite/0004_no_age_index.sql"),
-    },
-];
+/// Every migration, oldest first.
+pub(super) const MIGRATIONS: &[Migration] = &SQLITE;
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT PRIMARY KEY,
@@ -104,13 +77,8 @@ pub(super) fn apply_migrations(
         }
     }
     let mut applied = Vec::new();
-    for migration in migrations {
-        if recorded
-            .iter()
-            .any(|(version, _)| *version == migration.version)
-        {
-            continue;
-        }
+    let recorded_versions: Vec<i64> = recorded.iter().map(|(version, _)| *version).collect();
+    for migration in pending(migrations, &recorded_versions) {
         tx.execute_batch(migration.sql)
             .map_err(|err| MigrationFailure::Step {
                 migration: *migration,

@@ -3,5 +3,5 @@
 -- oldest-image gauge; the gauge now seeks the claim indexes (the oldest
 -- waiting image per partition, and the few images in flight), and the
 -- listing, bounded by its limit, sorts. One b-tree less per image.
--- The PostgreSQL schema keeps the index for now; only this schema drops it.
+-- The PostgreSQL schema keeps the index (see its 0004_no_age_index.sql).
 DROP INDEX pending_images_by_age;
