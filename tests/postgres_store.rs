@@ -328,6 +328,7 @@ async fn replicas_claiming_at_once_never_share_or_split_a_batch() {
         window_ms: 2_000,
         max_images: 5,
         lease_ms: 30_000,
+        api: "batch-scan",
     };
     let partition_sizes = [("i1", 23usize), ("i2", 10), ("i3", 1)];
 
@@ -432,7 +433,12 @@ async fn replicas_claiming_at_once_never_share_or_split_a_batch() {
         .enumerate()
         .map(|(n, batch)| {
             let replica = Arc::clone(&replicas[n % 2]);
-            tokio::spawn(async move { replica.complete(&batch).await.expect("complete") })
+            tokio::spawn(async move {
+                replica
+                    .complete(&batch, &conformance::scanned(), T0)
+                    .await
+                    .expect("complete")
+            })
         })
         .collect();
     for completion in completions {

@@ -5,7 +5,10 @@
 
 use std::future::Future;
 
-use super::{BatchPolicy, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, Store};
+use super::{
+    BatchPolicy, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, RetryCause, ScanReceipt,
+    Store,
+};
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
 const T0: i64 = 1_800_000_000_000;
@@ -14,6 +17,7 @@ pub const POLICY: BatchPolicy = BatchPolicy {
     window_ms: 2_000,
     max_images: 3,
     lease_ms: 30_000,
+    api: "batch-scan",
 };
 
 pub fn partition(instance: &str) -> Partition {
@@ -29,6 +33,23 @@ pub fn target(instance: &str, name: &str, tag: &str) -> ScanTarget {
         partition: partition(instance),
         image: ImageRef::new("team-a", name, tag),
         instance_url: Some("ee.example.com".to_string()),
+    }
+}
+
+/// HSS's answer to a batch it took.
+pub fn scanned() -> ScanReceipt {
+    ScanReceipt {
+        hss_status: 200,
+        hss_request_id: Some("req-ok".to_string()),
+    }
+}
+
+/// A retryable HSS failure that said `reason`.
+pub fn retry_cause(reason: &str) -> RetryCause {
+    RetryCause {
+        hss_status: Some(503),
+        hss_request_id: None,
+        reason: reason.to_string(),
     }
 }
 
@@ -157,7 +178,10 @@ pub async fn partition_waits_for_its_window<S: Store>(store: S) {
         store.next_due(T0 + 2_001, &POLICY).await.expect("next_due"),
         Some(batch.lease_until)
     );
-    store.complete(&batch).await.expect("complete");
+    store
+        .complete(&batch, &scanned(), T0)
+        .await
+        .expect("complete");
     assert_eq!(
         store.next_due(T0 + 2_002, &POLICY).await.expect("next_due"),
         None
@@ -241,7 +265,10 @@ pub async fn partitions_travel_separately<S: Store>(store: S) {
     {
         assert_eq!(batch.images.len(), 1);
         seen.push(batch.partition.clone());
-        store.complete(&batch).await.expect("complete");
+        store
+            .complete(&batch, &scanned(), T0)
+            .await
+            .expect("complete");
     }
     seen.sort();
     let mut expected = vec![partition("i1"), partition("i2"), private.partition];
@@ -266,7 +293,10 @@ pub async fn repush_during_flight_scans_again<S: Store>(store: S) {
         enqueue(&store, &[target("i1", "api", "v1")], T0 + 2_200).await,
         stored(0, 1)
     );
-    store.complete(&flying).await.expect("complete");
+    store
+        .complete(&flying, &scanned(), T0)
+        .await
+        .expect("complete");
     let again = store
         .claim_batch("w1", T0 + 4_100, &POLICY)
         .await
@@ -274,7 +304,10 @@ pub async fn repush_during_flight_scans_again<S: Store>(store: S) {
         .expect("rescan");
     assert_eq!(again.images.len(), 1);
     assert_eq!(again.images[0].image.tag, "v1");
-    store.complete(&again).await.expect("complete");
+    store
+        .complete(&again, &scanned(), T0)
+        .await
+        .expect("complete");
     assert_eq!(store.stats().await.expect("stats").pending_images, 0);
 }
 
@@ -294,7 +327,7 @@ pub async fn retry_keeps_the_batch_and_waits<S: Store>(store: S) {
     let mut stranger = batch.clone();
     stranger.owner = "w9".into();
     store
-        .release_for_retry(&stranger, T0 + 2_500, "nope")
+        .release_for_retry(&stranger, T0 + 2_500, &retry_cause("nope"), T0)
         .await
         .expect("release");
     assert_eq!(
@@ -306,7 +339,7 @@ pub async fn retry_keeps_the_batch_and_waits<S: Store>(store: S) {
     );
 
     store
-        .release_for_retry(&batch, T0 + 5_000, "HTTP 503")
+        .release_for_retry(&batch, T0 + 5_000, &retry_cause("HTTP 503"), T0)
         .await
         .expect("release");
     assert_eq!(
@@ -331,7 +364,10 @@ pub async fn retry_keeps_the_batch_and_waits<S: Store>(store: S) {
     assert_eq!(retried.attempt, 2);
     assert_eq!(retried.owner, "w2");
     assert_eq!(retried.images, batch.images);
-    store.complete(&retried).await.expect("complete");
+    store
+        .complete(&retried, &scanned(), T0)
+        .await
+        .expect("complete");
     let fresh = store
         .claim_batch("w1", T0 + 5_000, &POLICY)
         .await
@@ -367,7 +403,7 @@ pub async fn expired_lease_is_taken_over<S: Store>(store: S) {
     assert_eq!(taken.images, lost.images);
     // The late original owner can no longer push it back into the queue.
     store
-        .release_for_retry(&lost, lost.lease_until + 10, "late")
+        .release_for_retry(&lost, lost.lease_until + 10, &retry_cause("late"), T0)
         .await
         .expect("release");
     assert_eq!(
@@ -377,7 +413,10 @@ pub async fn expired_lease_is_taken_over<S: Store>(store: S) {
             .expect("claim"),
         None
     );
-    store.complete(&taken).await.expect("complete");
+    store
+        .complete(&taken, &scanned(), T0)
+        .await
+        .expect("complete");
     assert_eq!(store.stats().await.expect("stats").pending_images, 0);
 }
 

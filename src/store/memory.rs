@@ -5,12 +5,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::DeliveryKey;
+
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
+use super::history::{
+    ADMIN_SOURCE, Arrival, EventKind, HistoryEvent, HistorySubject, KeyedEvent, RetryCause,
+    ScanReceipt, TargetOutcome, arrival_events,
+};
 use super::{
-    BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts,
-    Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
+    BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, EnqueueCounts, Enqueued,
+    Millis, PendingImage, Store, StoreError, StoreStats,
 };
 use crate::domain::{ImageRef, Partition, ScanTarget};
 
@@ -27,10 +33,13 @@ struct State {
     batches: BTreeMap<i64, Batch>,
     dead_letters: BTreeMap<i64, DeadLetter>,
     deliveries: HashMap<DeliveryKey, Millis>,
+    /// Image key → its events, oldest first.
+    history: HashMap<String, Vec<HistoryEvent>>,
 }
 
 #[derive(Debug, Clone)]
 struct Row {
+    source: String,
     partition: Partition,
     image: ImageRef,
     instance_url: Option<String>,
@@ -53,7 +62,7 @@ impl State {
         self.next_id
     }
 
-    fn insert_unbatched(&mut self, target: &ScanTarget, now: Millis) -> bool {
+    fn insert_unbatched(&mut self, source: &str, target: &ScanTarget, now: Millis) -> bool {
         let already_pending = self.images.values().any(|row| {
             row.batch_id.is_none() && row.partition == target.partition && row.image == target.image
         });
@@ -64,6 +73,7 @@ impl State {
         self.images.insert(
             id,
             Row {
+                source: source.to_string(),
                 partition: target.partition.clone(),
                 image: target.image.clone(),
                 instance_url: target.instance_url.clone(),
@@ -86,6 +96,32 @@ impl State {
             .collect()
     }
 
+    fn record(&mut self, events: impl IntoIterator<Item = KeyedEvent>) {
+        for keyed in events {
+            self.history
+                .entry(keyed.image_key)
+                .or_default()
+                .push(keyed.event);
+        }
+    }
+
+    /// Records one event per image of the batch, each naming its own source.
+    fn record_batch(&mut self, batch_id: i64, event: &HistoryEvent) {
+        let events: Vec<KeyedEvent> = self
+            .images
+            .values()
+            .filter(|row| row.batch_id == Some(batch_id))
+            .map(|row| KeyedEvent {
+                image_key: row.image.to_string(),
+                event: HistoryEvent {
+                    source: row.source.clone(),
+                    ..event.clone()
+                },
+            })
+            .collect();
+        self.record(events);
+    }
+
     fn lease(
         &mut self,
         batch_id: i64,
@@ -98,14 +134,17 @@ impl State {
         batch.owner = Some(owner.to_string());
         batch.lease_until = Some(now + policy.lease_ms);
         batch.attempts += 1;
-        Some(ClaimedBatch {
+        let sent = HistoryEvent::sent(now, batch_id, policy.api);
+        let claimed = ClaimedBatch {
             id: batch_id,
             owner: owner.to_string(),
             partition: batch.partition.clone(),
             images,
             attempt: batch.attempts,
             lease_until: now + policy.lease_ms,
-        })
+        };
+        self.record_batch(batch_id, &sent);
+        Some(claimed)
     }
 
     /// Unbatched images per partition: (count, oldest enqueue time).
@@ -146,28 +185,39 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
         let mut state = self.state.lock().await;
-        if let Some(key) = delivery {
-            if state.deliveries.contains_key(key) {
-                return Ok(Enqueued::DuplicateDelivery);
+        let redelivered = match arrival.delivery {
+            Some(key) if state.deliveries.contains_key(key) => true,
+            Some(key) => {
+                state.deliveries.insert(key.clone(), now);
+                false
             }
-            state.deliveries.insert(key.clone(), now);
-        }
+            None => false,
+        };
         let mut counts = EnqueueCounts::default();
-        for target in targets {
-            if state.insert_unbatched(target, now) {
+        let mut outcomes = Vec::with_capacity(arrival.targets.len());
+        for target in arrival.targets {
+            outcomes.push(if redelivered {
+                TargetOutcome::Redelivery
+            } else if state.insert_unbatched(arrival.source, target, now) {
                 counts.accepted += 1;
+                TargetOutcome::Accepted
             } else {
                 counts.duplicates += 1;
-            }
+                TargetOutcome::Duplicate
+            });
         }
-        Ok(Enqueued::Stored(counts))
+        state.record(arrival_events(arrival, &outcomes, now));
+        Ok(if redelivered {
+            Enqueued::DuplicateDelivery
+        } else {
+            Enqueued::Stored(counts)
+        })
     }
 
     async fn claim_batch(
@@ -242,9 +292,17 @@ impl Store for MemoryStore {
         Ok(batches.chain(partitions).min())
     }
 
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        state.batches.remove(&batch.id);
+        if state.batches.remove(&batch.id).is_none() {
+            return Ok(());
+        }
+        state.record_batch(batch.id, &HistoryEvent::scanned(now, batch.id, receipt));
         state.images.retain(|_, row| row.batch_id != Some(batch.id));
         Ok(())
     }
@@ -253,16 +311,21 @@ impl Store for MemoryStore {
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        _last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        if let Some(stored) = state.batches.get_mut(&batch.id)
-            && stored.owner.as_deref() == Some(batch.owner.as_str())
+        let Some(stored) = state.batches.get_mut(&batch.id) else {
+            return Ok(());
+        };
+        if stored.owner.as_deref() != Some(batch.owner.as_str()) || stored.attempts != batch.attempt
         {
-            stored.owner = None;
-            stored.lease_until = None;
-            stored.next_attempt_at = not_before;
+            return Ok(());
         }
+        stored.owner = None;
+        stored.lease_until = None;
+        stored.next_attempt_at = not_before;
+        state.record_batch(batch.id, &HistoryEvent::retried(now, batch.id, cause));
         Ok(())
     }
 
@@ -277,6 +340,7 @@ impl Store for MemoryStore {
             return Ok(());
         };
         let images = state.batch_images(batch.id);
+        state.record_batch(batch.id, &HistoryEvent::dead_letter(now, batch.id, cause));
         state.images.retain(|_, row| row.batch_id != Some(batch.id));
         let id = state.next_id();
         state.dead_letters.insert(
@@ -338,11 +402,17 @@ impl Store for MemoryStore {
                 image: image.image.clone(),
                 instance_url: image.instance_url.clone(),
             };
-            if state.insert_unbatched(&target, now) {
+            let kind = if state.insert_unbatched(ADMIN_SOURCE, &target, now) {
                 counts.accepted += 1;
+                EventKind::Accepted
             } else {
                 counts.duplicates += 1;
-            }
+                EventKind::Duplicate
+            };
+            state.record([KeyedEvent {
+                image_key: image.image.to_string(),
+                event: HistoryEvent::requeued(now, kind),
+            }]);
         }
         Ok(Some(counts))
     }
@@ -366,6 +436,32 @@ impl Store for MemoryStore {
         let before = state.deliveries.len();
         state.deliveries.retain(|_, seen_at| *seen_at >= cutoff);
         Ok((before - state.deliveries.len()) as u64)
+    }
+
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let state = self.state.lock().await;
+        let events = state
+            .history
+            .get(&subject.to_string())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(events[events.len().saturating_sub(limit)..].to_vec())
+    }
+
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut pruned = 0;
+        for events in state.history.values_mut() {
+            let before = events.len();
+            events.retain(|event| event.at_ms >= cutoff);
+            pruned += before - events.len();
+        }
+        state.history.retain(|_, events| !events.is_empty());
+        Ok(pruned as u64)
     }
 }
 

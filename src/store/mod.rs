@@ -27,11 +27,15 @@ pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+pub mod history;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 mod stored_image;
 
+pub use history::{
+    Arrival, EventKind, HistoryEvent, HistorySubject, IgnoredImage, RetryCause, ScanReceipt,
+};
 pub use memory::MemoryStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,21 +74,30 @@ pub enum Enqueued {
     DuplicateDelivery,
 }
 
-/// When a partition is due, and how long a claim lasts.
+/// When a partition is due, how long a claim lasts, and which HSS API the
+/// claimed batches go to (the images' `sent` events name it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchPolicy {
     pub window_ms: Millis,
     pub max_images: usize,
     pub lease_ms: Millis,
+    /// `batch-scan` or `scan-tasks`.
+    pub api: &'static str,
 }
 
 impl BatchPolicy {
-    /// The policy `[batch]` and `store.lease_ms` configure.
-    pub fn configured(batch: &crate::config::BatchSettings, lease: PositiveMillis) -> Self {
+    /// The policy `[batch]` and `store.lease_ms` configure, for batches sent
+    /// to `api`.
+    pub fn configured(
+        batch: &crate::config::BatchSettings,
+        lease: PositiveMillis,
+        api: &'static str,
+    ) -> Self {
         Self {
             window_ms: batch.window.get(),
             max_images: batch.max_images.get(),
             lease_ms: lease.get(),
+            api,
         }
     }
 
@@ -158,18 +171,36 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Stores the images of one webhook atomically, with its delivery id when
-    /// it has one. Returns only once the rows are durable.
+    /// it has one, and the history events of its targets and ignored images.
+    /// Returns only once the rows are durable.
+    async fn enqueue_arrival(
+        &self,
+        arrival: &Arrival<'_>,
+        now: Millis,
+    ) -> Result<Enqueued, StoreError>;
+
+    /// [`Store::enqueue_arrival`] for images with nothing ignored: their
+    /// events name the delivery's source (empty without a delivery id).
     async fn enqueue(
         &self,
         delivery: Option<&DeliveryKey>,
         targets: &[ScanTarget],
         now: Millis,
-    ) -> Result<Enqueued, StoreError>;
+    ) -> Result<Enqueued, StoreError> {
+        let arrival = Arrival {
+            source: delivery.map_or("", |key| key.source.as_str()),
+            delivery,
+            targets,
+            ignored: &[],
+        };
+        self.enqueue_arrival(&arrival, now).await
+    }
 
     /// Takes the lease on the next batch that may be sent now, if any:
     /// first a batch whose retry time came or whose lease expired, else a new
     /// batch of up to `max_images` oldest images of a due partition (one whose
     /// oldest image waited `window_ms`, or which holds `max_images`).
+    /// Records a `sent` event for each of its images.
     async fn claim_batch(
         &self,
         owner: &str,
@@ -185,20 +216,27 @@ pub trait Store: Send + Sync + 'static {
         policy: &BatchPolicy,
     ) -> Result<Option<Millis>, StoreError>;
 
-    /// HSS accepted the batch: forget its images.
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError>;
+    /// HSS accepted the batch: forget its images, recording `scanned` for each.
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError>;
 
     /// HSS failed in a way worth retrying: keep the batch, give up the lease,
-    /// and make it claimable again at `not_before`. Does nothing if another
-    /// worker took the batch over meanwhile.
+    /// and make it claimable again at `not_before`, recording `retried` for
+    /// each image. Does nothing if another worker took the batch over meanwhile.
     async fn release_for_retry(
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// HSS refused the batch for good: move its images to dead letters.
+    /// HSS refused the batch for good: move its images to dead letters,
+    /// recording `dead_letter` for each.
     async fn dead_letter(
         &self,
         batch: &ClaimedBatch,
@@ -212,8 +250,9 @@ pub trait Store: Send + Sync + 'static {
     /// Dead letters, newest first.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Puts a dead letter's images back in the queue (as if pushed at `now`)
-    /// and removes the dead letter. `None` when no such dead letter exists.
+    /// Puts a dead letter's images back in the queue (as if pushed at `now`,
+    /// by source `admin`) and removes the dead letter. `None` when no such
+    /// dead letter exists.
     async fn retry_dead_letter(
         &self,
         id: i64,
@@ -224,6 +263,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets delivery ids recorded before `cutoff`; returns how many.
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError>;
+
+    /// The newest `limit` events of `subject`, oldest first; empty when unknown.
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// Forgets history events from before `cutoff`; returns how many.
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError>;
 }
 
 /// Opens the backend `store.url` names, and migrates it.

@@ -22,14 +22,19 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
+use super::history::{
+    ADMIN_SOURCE, EventKind, HistoryEvent, KeyedEvent, TargetOutcome, arrival_events,
+};
 use super::stored_image::StoredImage;
 use super::{
-    BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts,
-    Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
+    Arrival, BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, EnqueueCounts,
+    Enqueued, HistorySubject, Millis, PendingImage, RetryCause, ScanReceipt, Store, StoreError,
+    StoreStats,
 };
-use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
+use crate::domain::{ImageRef, ImageType, Partition};
 
 mod errors;
+mod history;
 mod migrate;
 mod pool;
 
@@ -151,27 +156,28 @@ fn as_bigint(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// Inserts images that are not pending yet (outside a batch); counts the rest
-/// as duplicates. Inserted one by one so that two equal images in one call
+/// Inserts images that are not pending yet (outside a batch); the rest are
+/// duplicates. Inserted one by one so that two equal images in one call
 /// count as one accepted and one duplicate.
 async fn insert_unbatched(
     client: &impl GenericClient,
+    source: &str,
     partition: &Partition,
     images: &[(&ImageRef, Option<&str>)],
     now: Millis,
-) -> Result<EnqueueCounts, StoreError> {
+) -> Result<Vec<TargetOutcome>, StoreError> {
     let insert = client
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )
         .await
         .map_err(from_postgres)?;
     let partition_key = partition.key();
-    let mut counts = EnqueueCounts::default();
+    let mut outcomes = Vec::with_capacity(images.len());
     for (image, instance_url) in images {
         let inserted = client
             .execute(
@@ -186,17 +192,29 @@ async fn insert_unbatched(
                     &image.tag,
                     &instance_url,
                     &now,
+                    &source,
                 ],
             )
             .await
             .map_err(from_postgres)?;
-        if inserted == 1 {
-            counts.accepted += 1;
+        outcomes.push(if inserted == 1 {
+            TargetOutcome::Accepted
         } else {
-            counts.duplicates += 1;
-        }
+            TargetOutcome::Duplicate
+        });
     }
-    Ok(counts)
+    Ok(outcomes)
+}
+
+fn counts_of(outcomes: &[TargetOutcome]) -> EnqueueCounts {
+    let accepted = outcomes
+        .iter()
+        .filter(|outcome| **outcome == TargetOutcome::Accepted)
+        .count();
+    EnqueueCounts {
+        accepted,
+        duplicates: outcomes.len() - accepted,
+    }
 }
 
 /// The images of a batch, oldest first.
@@ -253,6 +271,7 @@ async fn reclaim_batch(
         return Ok(None);
     };
     let id: i64 = get(&row, "id")?;
+    history::record_batch(&tx, id, &HistoryEvent::sent(now, id, policy.api)).await?;
     let batch = ClaimedBatch {
         id,
         owner: owner.to_string(),
@@ -375,6 +394,7 @@ async fn form_batch(
         )
         .await
         .map_err(from_postgres)?;
+        history::record_batch(&tx, id, &HistoryEvent::sent(now, id, policy.api)).await?;
         tx.commit().await.map_err(from_postgres)?;
         return Ok(Some(ClaimedBatch {
             id,
@@ -409,16 +429,15 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
         bounded("enqueue", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(from_postgres)?;
-            if let Some(key) = delivery {
+            if let Some(key) = arrival.delivery {
                 // A concurrent first delivery makes this wait for its commit:
                 // a duplicate only if the first one really was stored.
                 let remembered = tx
@@ -430,24 +449,27 @@ impl Store for PostgresStore {
                     .await
                     .map_err(from_postgres)?;
                 if remembered == 0 {
-                    tx.rollback().await.map_err(from_postgres)?;
+                    let outcomes = vec![TargetOutcome::Redelivery; arrival.targets.len()];
+                    history::record(&tx, &arrival_events(arrival, &outcomes, now)).await?;
+                    tx.commit().await.map_err(from_postgres)?;
                     return Ok(Enqueued::DuplicateDelivery);
                 }
             }
-            let mut counts = EnqueueCounts::default();
-            for target in targets {
+            let mut outcomes = Vec::with_capacity(arrival.targets.len());
+            for target in arrival.targets {
                 let one = insert_unbatched(
                     &tx,
+                    arrival.source,
                     &target.partition,
                     &[(&target.image, target.instance_url.as_deref())],
                     now,
                 )
                 .await?;
-                counts.accepted += one.accepted;
-                counts.duplicates += one.duplicates;
+                outcomes.extend(one);
             }
+            history::record(&tx, &arrival_events(arrival, &outcomes, now)).await?;
             tx.commit().await.map_err(from_postgres)?;
-            Ok(Enqueued::Stored(counts))
+            Ok(Enqueued::Stored(counts_of(&outcomes)))
         })
         .await
     }
@@ -510,14 +532,22 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         bounded("complete", async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(from_postgres)?;
+            let scanned = HistoryEvent::scanned(now, batch.id, receipt);
+            history::record_batch(&tx, batch.id, &scanned).await?;
             // Its images go with it (ON DELETE CASCADE), in one statement.
-            client
-                .execute("DELETE FROM batches WHERE id = $1", &[&batch.id])
+            tx.execute("DELETE FROM batches WHERE id = $1", &[&batch.id])
                 .await
                 .map_err(from_postgres)?;
+            tx.commit().await.map_err(from_postgres)?;
             Ok(())
         })
         .await
@@ -527,19 +557,26 @@ impl Store for PostgresStore {
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
         bounded("release_for_retry", async {
-            let client = self.client().await?;
-            let released = client
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(from_postgres)?;
+            let released = tx
                 .execute(
                     "UPDATE batches
                      SET owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
                      WHERE id = $1 AND owner = $2",
-                    &[&batch.id, &batch.owner, &not_before, &last_error],
+                    &[&batch.id, &batch.owner, &not_before, &cause.reason],
                 )
                 .await
                 .map_err(from_postgres)?;
+            if released > 0 {
+                let retried = HistoryEvent::retried(now, batch.id, cause);
+                history::record_batch(&tx, batch.id, &retried).await?;
+            }
+            tx.commit().await.map_err(from_postgres)?;
             if released == 0 {
                 tracing::debug!(
                     batch_id = batch.id,
@@ -576,6 +613,8 @@ impl Store for PostgresStore {
                 return Ok(());
             };
             let images = images_of_batch(&tx, batch.id).await?;
+            let event = HistoryEvent::dead_letter(now, batch.id, cause);
+            history::record_batch(&tx, batch.id, &event).await?;
             let images: Vec<StoredImage> = images.iter().map(StoredImage::from).collect();
             let partition_key: String = get(&stored, "partition_key")?;
             let partition = partition_of(&stored)?;
@@ -718,7 +757,23 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|image| (&image.image, image.instance_url.as_deref()))
                 .collect();
-            let counts = insert_unbatched(&tx, &partition, &images, now).await?;
+            let outcomes = insert_unbatched(&tx, ADMIN_SOURCE, &partition, &images, now).await?;
+            let requeued: Vec<KeyedEvent> = images
+                .iter()
+                .zip(&outcomes)
+                .map(|((image, _), outcome)| KeyedEvent {
+                    image_key: image.to_string(),
+                    event: HistoryEvent::requeued(
+                        now,
+                        match outcome {
+                            TargetOutcome::Accepted => EventKind::Accepted,
+                            _ => EventKind::Duplicate,
+                        },
+                    ),
+                })
+                .collect();
+            history::record(&tx, &requeued).await?;
+            let counts = counts_of(&outcomes);
             tx.commit().await.map_err(from_postgres)?;
             tracing::info!(
                 dead_letter_id = id,
@@ -762,6 +817,26 @@ impl Store for PostgresStore {
                 .execute("DELETE FROM deliveries WHERE seen_at < $1", &[&cutoff])
                 .await
                 .map_err(from_postgres)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        bounded("history", async {
+            let client = self.client().await?;
+            history::history(&client, subject, as_bigint(limit)).await
+        })
+        .await
+    }
+
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        bounded("prune_history", async {
+            let client = self.client().await?;
+            history::prune(&client, cutoff).await
         })
         .await
     }

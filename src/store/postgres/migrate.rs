@@ -15,11 +15,18 @@ pub(super) struct Migration {
 
 /// Every migration, oldest first. Applied ones are never edited: a schema
 /// change is a new file with the next number.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/postgres/0001_initial.sql"),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "history",
+        sql: include_str!("../migrations/postgres/0004_history.sql"),
+    },
+];
 
 /// Database-wide: migrations of different schemas wait for each other too,
 /// which costs nothing and keeps `CREATE SCHEMA` itself race-free.

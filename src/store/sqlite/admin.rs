@@ -5,8 +5,10 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::connection::immediate;
 use super::enqueue::insert_unbatched;
+use super::history;
 use super::rows::{count_at, images_from_json, partition_at, sql_count};
 use crate::domain::ImageRef;
+use crate::store::history::{ADMIN_SOURCE, EventKind, HistoryEvent, KeyedEvent};
 use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
 
 pub(super) fn retry_dead_letter(
@@ -28,19 +30,28 @@ pub(super) fn retry_dead_letter(
         return Ok(None);
     };
     let mut counts = EnqueueCounts::default();
+    let mut requeued = Vec::with_capacity(images.len());
     for image in &images {
-        if insert_unbatched(
+        let kind = if insert_unbatched(
             &tx,
+            ADMIN_SOURCE,
             &partition,
             &image.image,
             image.instance_url.as_deref(),
             now,
         )? {
             counts.accepted += 1;
+            EventKind::Accepted
         } else {
             counts.duplicates += 1;
-        }
+            EventKind::Duplicate
+        };
+        requeued.push(KeyedEvent {
+            image_key: image.image.to_string(),
+            event: HistoryEvent::requeued(now, kind),
+        });
     }
+    history::record(&tx, &requeued)?;
     tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
         .execute([letter_id])?;
     tx.commit()?;

@@ -3,9 +3,10 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::connection::immediate;
+use super::history;
 use super::rows::{partition_at, sql_count};
 use crate::domain::ImageRef;
-use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis};
+use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, HistoryEvent, Millis};
 
 /// Each partition with waiting images: its key, its oldest image's enqueue
 /// time, and the enqueue time of its `?1`-th oldest (NULL when it holds fewer,
@@ -156,6 +157,11 @@ pub(super) fn claim(
             Ok((partition_at(row, 0)?, row.get::<_, u32>(3)?))
         })?;
     let images = batch_images(&tx, batch_id)?;
+    history::record_batch(
+        &tx,
+        batch_id,
+        &HistoryEvent::sent(now, batch_id, policy.api),
+    )?;
     tx.commit()?;
     Ok(Some(ClaimedBatch {
         id: batch_id,

@@ -7,13 +7,16 @@ use rusqlite::{Connection, Transaction};
 use super::connection::immediate;
 use super::errors::sql_failure;
 use super::group_commit::EnqueueJob;
-use crate::domain::{ImageRef, Partition, ScanTarget};
-use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, Millis, StoreError};
+use super::history;
+use crate::domain::{ImageRef, Partition};
+use crate::store::history::{TargetOutcome, arrival_events};
+use crate::store::{Arrival, EnqueueCounts, Enqueued, Millis, StoreError};
 
 /// Stores one image as waiting unless the same image already waits in its
 /// partition; `true` when a row was added.
 pub(super) fn insert_unbatched(
     tx: &Connection,
+    source: &str,
     partition: &Partition,
     image: &ImageRef,
     instance_url: Option<&str>,
@@ -22,8 +25,8 @@ pub(super) fn insert_unbatched(
     let inserted = tx
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )?
@@ -37,6 +40,7 @@ pub(super) fn insert_unbatched(
             &image.tag,
             instance_url,
             now,
+            source,
         ))?;
     Ok(inserted == 1)
 }
@@ -106,19 +110,25 @@ fn same_error(error: &StoreError) -> StoreError {
 /// One webhook's rows; on error its savepoint rolls back and the group goes on.
 fn enqueue_in_savepoint(tx: &mut Transaction<'_>, job: &EnqueueJob) -> rusqlite::Result<Enqueued> {
     let savepoint = tx.savepoint()?;
-    let outcome = enqueue(&savepoint, job.delivery.as_ref(), &job.targets, job.now)?;
+    let arrival = Arrival {
+        source: &job.source,
+        delivery: job.delivery.as_ref(),
+        targets: &job.targets,
+        ignored: &job.ignored,
+    };
+    let outcome = enqueue(&savepoint, &arrival, job.now)?;
     savepoint.commit()?;
     Ok(outcome)
 }
 
-/// One webhook's delivery id and images, inside the caller's transaction.
+/// One webhook's delivery id, images and history events, inside the
+/// caller's transaction.
 pub(super) fn enqueue(
     tx: &Connection,
-    delivery: Option<&DeliveryKey>,
-    targets: &[ScanTarget],
+    arrival: &Arrival<'_>,
     now: Millis,
 ) -> rusqlite::Result<Enqueued> {
-    if let Some(key) = delivery {
+    if let Some(key) = arrival.delivery {
         let first_time = tx
             .prepare_cached(
                 "INSERT INTO deliveries (source, id, seen_at) VALUES (?1, ?2, ?3)
@@ -126,22 +136,29 @@ pub(super) fn enqueue(
             )?
             .execute((&key.source, &key.id, now))?;
         if first_time == 0 {
+            let outcomes = vec![TargetOutcome::Redelivery; arrival.targets.len()];
+            history::record(tx, &arrival_events(arrival, &outcomes, now))?;
             return Ok(Enqueued::DuplicateDelivery);
         }
     }
     let mut counts = EnqueueCounts::default();
-    for target in targets {
+    let mut outcomes = Vec::with_capacity(arrival.targets.len());
+    for target in arrival.targets {
         if insert_unbatched(
             tx,
+            arrival.source,
             &target.partition,
             &target.image,
             target.instance_url.as_deref(),
             now,
         )? {
             counts.accepted += 1;
+            outcomes.push(TargetOutcome::Accepted);
         } else {
             counts.duplicates += 1;
+            outcomes.push(TargetOutcome::Duplicate);
         }
     }
+    history::record(tx, &arrival_events(arrival, &outcomes, now))?;
     Ok(Enqueued::Stored(counts))
 }

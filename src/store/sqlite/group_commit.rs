@@ -27,7 +27,7 @@ use std::future::Future;
 use tokio::sync::oneshot;
 
 use crate::domain::ScanTarget;
-use crate::store::{DeliveryKey, Enqueued, Millis, StoreError};
+use crate::store::{Arrival, DeliveryKey, Enqueued, IgnoredImage, Millis, StoreError};
 
 /// Most webhooks written in one transaction; the rest wait for the next one.
 /// Bounds how long one commit holds the write lock against the batcher.
@@ -35,8 +35,10 @@ pub(super) const MAX_GROUP: usize = 256;
 
 /// One webhook's images, waiting for a group commit.
 pub(super) struct EnqueueJob {
+    pub source: String,
     pub delivery: Option<DeliveryKey>,
     pub targets: Vec<ScanTarget>,
+    pub ignored: Vec<IgnoredImage>,
     pub now: Millis,
     answer: oneshot::Sender<Result<Enqueued, StoreError>>,
 }
@@ -79,16 +81,13 @@ impl std::fmt::Debug for GroupCommit {
 
 impl GroupCommit {
     /// Queues one webhook's images; its outcome arrives through the [`Answer`].
-    pub fn queue(
-        &self,
-        delivery: Option<DeliveryKey>,
-        targets: Vec<ScanTarget>,
-        now: Millis,
-    ) -> Answer {
+    pub fn queue(&self, arrival: &Arrival<'_>, now: Millis) -> Answer {
         let (answer, receiver) = oneshot::channel();
         let job = EnqueueJob {
-            delivery,
-            targets,
+            source: arrival.source.to_string(),
+            delivery: arrival.delivery.cloned(),
+            targets: arrival.targets.to_vec(),
+            ignored: arrival.ignored.to_vec(),
             now,
             answer,
         };
@@ -159,11 +158,18 @@ impl GroupCommit {
 mod tests {
     use super::*;
 
+    const EMPTY: Arrival<'static> = Arrival {
+        source: "test",
+        delivery: None,
+        targets: &[],
+        ignored: &[],
+    };
+
     #[tokio::test]
     async fn groups_are_taken_oldest_first_and_capped() {
         let group = GroupCommit::default();
         let answers: Vec<Answer> = (0..MAX_GROUP + 3)
-            .map(|i| group.queue(None, Vec::new(), i as Millis))
+            .map(|i| group.queue(&EMPTY, i as Millis))
             .collect();
         let first = group.next_group();
         assert_eq!(first.len(), MAX_GROUP);
@@ -193,7 +199,7 @@ mod tests {
     #[tokio::test]
     async fn an_answered_caller_does_not_wait_for_the_writer_lock() {
         let group = GroupCommit::default();
-        let answer = group.queue(None, Vec::new(), 7);
+        let answer = group.queue(&EMPTY, 7);
         let job = group.next_group().pop().expect("queued job");
         // Another caller is committing the next group and holds the lock.
         let held = group.writer().await;
@@ -210,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn the_lock_holder_commits_what_is_queued() {
         let group = GroupCommit::default();
-        let answer = group.queue(None, Vec::new(), 7);
+        let answer = group.queue(&EMPTY, 7);
         let outcome = group
             .settle(answer, |jobs| async move {
                 assert_eq!(jobs.len(), 1);
@@ -227,9 +233,9 @@ mod tests {
     async fn a_caller_behind_a_full_group_commits_the_next_one() {
         let group = GroupCommit::default();
         let ahead: Vec<Answer> = (0..MAX_GROUP)
-            .map(|i| group.queue(None, Vec::new(), i as Millis))
+            .map(|i| group.queue(&EMPTY, i as Millis))
             .collect();
-        let answer = group.queue(None, Vec::new(), -1);
+        let answer = group.queue(&EMPTY, -1);
         let groups = Mutex::new(Vec::new());
         let outcome = group
             .settle(answer, |jobs| {

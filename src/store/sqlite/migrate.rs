@@ -17,11 +17,18 @@ pub(super) struct Migration {
 
 /// Every migration, oldest first. File names are `NNNN_name.sql`; a test checks
 /// that this list and the directory agree.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "history",
+        sql: include_str!("../migrations/sqlite/0004_history.sql"),
+    },
+];
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT PRIMARY KEY,

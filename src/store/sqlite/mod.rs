@@ -42,10 +42,10 @@ use deadpool_sqlite::{Config, Hook, HookError, InteractError, Pool, PoolError, R
 use rusqlite::Connection;
 
 use super::{
-    BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued,
-    Millis, PendingImage, Store, StoreError, StoreStats,
+    Arrival, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, EnqueueCounts, Enqueued,
+    HistoryEvent, HistorySubject, Millis, PendingImage, RetryCause, ScanReceipt, Store, StoreError,
+    StoreStats,
 };
-use crate::domain::ScanTarget;
 
 mod admin;
 mod claim;
@@ -53,6 +53,7 @@ mod connection;
 mod enqueue;
 mod errors;
 mod group_commit;
+mod history;
 mod migrate;
 mod rows;
 mod settle;
@@ -66,7 +67,7 @@ use enqueue::commit_group;
 use errors::{panic_reason, sql_failure};
 use group_commit::{EnqueueJob, GroupCommit};
 use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
-use settle::{complete, dead_letter, release};
+use settle::{Lease, complete, dead_letter, release};
 
 /// The SQLite [`Store`]. Cheap to share behind an `Arc`; drop it inside the
 /// tokio runtime (its connections close on blocking threads).
@@ -286,13 +287,12 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
-        let answer = self.group.queue(delivery.cloned(), targets.to_vec(), now);
+        let answer = self.group.queue(arrival, now);
         self.group.settle(answer, |jobs| self.commit(jobs)).await
     }
 
@@ -330,10 +330,18 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let batch_id = batch.id;
+        let receipt = receipt.clone();
         let images = self
-            .write("complete", move |conn| complete(conn, batch_id))
+            .write("complete", move |conn| {
+                complete(conn, batch_id, &receipt, now)
+            })
             .await?;
         tracing::debug!(batch_id, images, "completed batch");
         Ok(())
@@ -343,17 +351,22 @@ impl Store for SqliteStore {
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
-        let (batch_id, owner, attempt) = (batch.id, batch.owner.clone(), batch.attempt);
-        let last_error = last_error.to_string();
+        let lease = Lease {
+            batch_id: batch.id,
+            owner: batch.owner.clone(),
+            attempt: batch.attempt,
+        };
+        let cause = cause.clone();
         let released = self
             .write("release_for_retry", move |conn| {
-                release(conn, batch_id, &owner, attempt, not_before, &last_error)
+                release(conn, &lease, not_before, &cause, now)
             })
             .await?;
         if released == 0 {
-            tracing::debug!(batch_id, "batch was taken over; release ignored");
+            tracing::debug!(batch_id = batch.id, "batch was taken over; release ignored");
         }
         Ok(())
     }
@@ -406,6 +419,25 @@ impl Store for SqliteStore {
             .write("prune_deliveries", move |conn| {
                 prune_deliveries(conn, cutoff)
             })
+            .await?;
+        Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
+    }
+
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let subject = subject.clone();
+        self.run("history", move |conn| {
+            history::history(conn, &subject, limit)
+        })
+        .await
+    }
+
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        let pruned = self
+            .write("prune_history", move |conn| history::prune(conn, cutoff))
             .await?;
         Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
     }

@@ -5,11 +5,22 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::claim::batch_images;
 use super::connection::immediate;
+use super::history;
 use super::rows::{images_to_json, partition_at};
-use crate::store::{DeadLetterCause, Millis};
+use crate::store::{DeadLetterCause, HistoryEvent, Millis, RetryCause, ScanReceipt};
 
-pub(super) fn complete(conn: &mut Connection, batch_id: i64) -> rusqlite::Result<usize> {
+pub(super) fn complete(
+    conn: &mut Connection,
+    batch_id: i64,
+    receipt: &ScanReceipt,
+    now: Millis,
+) -> rusqlite::Result<usize> {
     let tx = immediate(conn)?;
+    history::record_batch(
+        &tx,
+        batch_id,
+        &HistoryEvent::scanned(now, batch_id, receipt),
+    )?;
     let images = tx
         .prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
         .execute([batch_id])?;
@@ -44,6 +55,11 @@ pub(super) fn dead_letter(
         return Ok(None);
     };
     let images = images_to_json(&batch_images(&tx, batch_id)?)?;
+    history::record_batch(
+        &tx,
+        batch_id,
+        &HistoryEvent::dead_letter(now, batch_id, &cause),
+    )?;
     let letter_id: i64 = tx
         .prepare_cached(
             "INSERT INTO dead_letters (partition_key, image_type, instance_id,
@@ -80,18 +96,38 @@ pub(super) fn dead_letter(
 /// number of batches released (0 when the lease was no longer this one).
 pub(super) fn release(
     conn: &mut Connection,
-    batch_id: i64,
-    owner: &str,
-    attempt: u32,
+    lease: &Lease,
     not_before: Millis,
-    last_error: &str,
+    cause: &RetryCause,
+    now: Millis,
 ) -> rusqlite::Result<usize> {
+    let tx = immediate(conn)?;
     // Owner and attempt together name one lease: a stale handle, even
     // one from the same owner after its lease ran out, changes nothing.
-    conn.prepare_cached(
-        "UPDATE batches
+    let released = tx
+        .prepare_cached(
+            "UPDATE batches
                      SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
                      WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
-    )?
-    .execute((batch_id, owner, attempt, not_before, last_error))
+        )?
+        .execute((
+            lease.batch_id,
+            &lease.owner,
+            lease.attempt,
+            not_before,
+            &cause.reason,
+        ))?;
+    if released > 0 {
+        let retried = HistoryEvent::retried(now, lease.batch_id, cause);
+        history::record_batch(&tx, lease.batch_id, &retried)?;
+    }
+    tx.commit()?;
+    Ok(released)
+}
+
+/// One lease on a batch, as a worker holds it.
+pub(super) struct Lease {
+    pub(super) batch_id: i64,
+    pub(super) owner: String,
+    pub(super) attempt: u32,
 }

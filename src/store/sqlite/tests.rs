@@ -10,8 +10,9 @@ use super::claim::{
 };
 use super::migrate::{MIGRATIONS, Migration, apply_migrations};
 use super::*;
-use crate::domain::Partition;
-use crate::store::conformance::{self, POLICY, partition, target};
+use crate::domain::{Partition, ScanTarget};
+use crate::store::DeliveryKey;
+use crate::store::conformance::{self, POLICY, partition, retry_cause, scanned, target};
 
 const T0: Millis = 1_800_000_000_000;
 
@@ -186,6 +187,7 @@ async fn two_stores_on_one_file_never_lease_a_batch_twice() {
         window_ms: 2_000,
         max_images: 10,
         lease_ms: 60_000,
+        api: "batch-scan",
     };
     let instances = 6;
     let per_instance = 95;
@@ -288,6 +290,7 @@ async fn a_claim_over_ten_thousand_rows_takes_the_oldest_hundred() {
         window_ms: 2_000,
         max_images: 100,
         lease_ms: 30_000,
+        api: "batch-scan",
     };
     let now = T0 + 10_000;
     let first = store
@@ -675,7 +678,8 @@ async fn a_claim_completes_while_a_settle_of_the_same_task_is_not_polled() {
         .await
         .expect("claim")
         .expect("a batch");
-    let mut settle = std::pin::pin!(store.complete(&first));
+    let receipt = scanned();
+    let mut settle = std::pin::pin!(store.complete(&first, &receipt, T0));
     // Started, then left unpolled while the same task claims again.
     assert!(futures_util::poll!(&mut settle).is_pending());
     let second = tokio::time::timeout(Duration::from_secs(10), store.claim_batch("w", T0, &policy))
@@ -840,7 +844,7 @@ async fn a_stale_lease_of_the_same_owner_cannot_release_the_batch() {
         .expect("expired");
     assert_eq!((second.id, second.attempt), (first.id, 2));
     store
-        .release_for_retry(&first, first.lease_until + 10, "stale")
+        .release_for_retry(&first, first.lease_until + 10, &retry_cause("stale"), T0)
         .await
         .expect("release");
     assert_eq!(
