@@ -16,6 +16,7 @@ use crate::app_state::{AppState, DrainFlag};
 use crate::batcher::Batcher;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::domain::PositiveMillis;
 use crate::hss::{HssClient, HssError, ScanSender};
 use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
@@ -108,10 +109,13 @@ impl Application {
         let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
-        tokio::spawn(prune_deliveries(
+        tokio::spawn(prune_old_records(
             Arc::clone(&store),
             clock,
-            settings.store.delivery_retention,
+            Retention {
+                deliveries: settings.store.delivery_retention,
+                history: settings.store.history_retention,
+            },
             stop_rx,
         ));
 
@@ -150,6 +154,7 @@ impl Application {
                     web::post().to(admin::retry_dead_letter),
                 )
                 .route("/admin/flush", web::post().to(admin::flush))
+                .route("/admin/history", web::get().to(admin::history))
         })
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
@@ -282,10 +287,16 @@ fn lease_owner() -> String {
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }
 
-async fn prune_deliveries(
+/// How long the store keeps what only serves to answer questions later.
+struct Retention {
+    deliveries: Duration,
+    history: PositiveMillis,
+}
+
+async fn prune_old_records(
     store: Arc<dyn Store>,
     clock: Clock,
-    retention: Duration,
+    retention: Retention,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -293,10 +304,18 @@ async fn prune_deliveries(
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
             _ = stop.changed() => return,
         }
-        let cutoff = clock.now_ms() - retention.as_millis() as i64;
+        let now = clock.now_ms();
+        let cutoff = now - retention.deliveries.as_millis() as i64;
         match store.prune_deliveries(cutoff).await {
             Ok(pruned) => tracing::debug!(pruned, "old delivery ids forgotten"),
             Err(error) => tracing::warn!(%error, "cannot prune delivery ids"),
+        }
+        match store
+            .prune_history(now.saturating_sub(retention.history.get()))
+            .await
+        {
+            Ok(pruned) => tracing::debug!(pruned, "old history events forgotten"),
+            Err(error) => tracing::warn!(%error, "cannot prune history events"),
         }
     }
 }

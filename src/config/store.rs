@@ -18,6 +18,8 @@ pub struct StoreSettings {
     pub lease: PositiveMillis,
     /// How long delivery ids are remembered to answer redeliveries as duplicates.
     pub delivery_retention: Duration,
+    /// How long an image's history events are kept.
+    pub history_retention: PositiveMillis,
 }
 
 /// The backend `store.url` selects. Only durable stores: the in-memory one is
@@ -48,6 +50,10 @@ impl StoreSettings {
             pool_size,
             lease: positive_millis("store.lease_ms", raw.lease_ms)?,
             delivery_retention: Duration::from_secs(raw.delivery_retention_s),
+            history_retention: positive_millis(
+                "store.history_retention_s",
+                raw.history_retention_s.saturating_mul(1000),
+            )?,
         })
     }
 }
