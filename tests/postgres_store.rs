@@ -189,7 +189,24 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, migration_versions_on_disk());
+}
+
+/// The versions of `src/store/migrations/postgres/NNNN_name.sql`, in order.
+fn migration_versions_on_disk() -> Vec<i64> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migrations/postgres");
+    let mut versions: Vec<i64> = std::fs::read_dir(dir)
+        .expect("migrations directory")
+        .map(|entry| {
+            let name = entry.expect("entry").file_name();
+            let name = name.to_string_lossy();
+            name[..4]
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} is not NNNN_name.sql"))
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
 }
 
 #[tokio::test]

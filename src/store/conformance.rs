@@ -5,6 +5,8 @@
 
 use std::future::Future;
 
+pub mod history;
+
 use super::{
     BatchPolicy, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, RetryCause, ScanReceipt,
     Store,
@@ -78,6 +80,7 @@ where
     dead_letters_keep_the_cause_and_can_be_retried(make().await).await;
     stats_and_listings_reflect_the_queue(make().await).await;
     old_deliveries_are_pruned(make().await).await;
+    history::run_all(&make).await;
 }
 
 async fn enqueue<S: Store>(store: &S, targets: &[ScanTarget], now: i64) -> Enqueued {
