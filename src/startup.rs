@@ -16,21 +16,17 @@ use crate::app_state::{AppState, DrainFlag};
 use crate::batcher::Batcher;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::domain::PositiveMillis;
 use crate::hss::{HssClient, HssError, ScanSender};
 use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Store, StoreError, retention};
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
 /// the process is gone before a supervisor's kill at exactly the grace.
 const EXIT_MARGIN: Duration = Duration::from_millis(100);
-
-/// How often old delivery ids are forgotten.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -109,10 +105,10 @@ impl Application {
         let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
-        tokio::spawn(prune_old_records(
+        tokio::spawn(retention::prune_old_records(
             Arc::clone(&store),
             clock,
-            Retention {
+            retention::Retention {
                 deliveries: settings.store.delivery_retention,
                 history: settings.store.history_retention,
             },
@@ -285,39 +281,6 @@ fn lease_owner() -> String {
         .unwrap_or_else(|| "bridge".into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
-}
-
-/// How long the store keeps what only serves to answer questions later.
-struct Retention {
-    deliveries: Duration,
-    history: PositiveMillis,
-}
-
-async fn prune_old_records(
-    store: Arc<dyn Store>,
-    clock: Clock,
-    retention: Retention,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.changed() => return,
-        }
-        let now = clock.now_ms();
-        let cutoff = now - retention.deliveries.as_millis() as i64;
-        match store.prune_deliveries(cutoff).await {
-            Ok(pruned) => tracing::debug!(pruned, "old delivery ids forgotten"),
-            Err(error) => tracing::warn!(%error, "cannot prune delivery ids"),
-        }
-        match store
-            .prune_history(now.saturating_sub(retention.history.get()))
-            .await
-        {
-            Ok(pruned) => tracing::debug!(pruned, "old history events forgotten"),
-            Err(error) => tracing::warn!(%error, "cannot prune history events"),
-        }
-    }
 }
 
 /// SIGTERM and SIGINT, caught from [`Application::build`] on: a signal that

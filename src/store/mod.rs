@@ -30,6 +30,7 @@ pub mod conformance;
 pub mod history;
 pub mod memory;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 mod stored_image;
 
