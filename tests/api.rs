@@ -11,6 +11,7 @@ mod api {
     mod demo;
     mod fixtures;
     mod health;
+    mod history;
     mod hss_client;
     mod logging;
     mod metrics;
