@@ -34,6 +34,7 @@ use swr_scan_bridge::hss::{ScanOutcome, ScanSender};
 use swr_scan_bridge::intake::verify::sign_headers;
 use swr_scan_bridge::secret::Secret;
 use swr_scan_bridge::startup::Application;
+use swr_scan_bridge::store::sqlite::SqliteStore;
 use swr_scan_bridge::store::{BatchImage, MemoryStore, Store};
 
 const TOKEN: &str = "bench-token";
@@ -56,9 +57,14 @@ struct Args {
     /// Warm-up seconds per throughput run, not counted.
     #[arg(long, default_value_t = 2)]
     warmup_s: u64,
-    /// Which parts to run, comma-separated: throughput, batching, delay, memory, postgres.
+    /// Which parts to run, comma-separated: throughput, batching, delay, memory,
+    /// postgres, and (only when named) history: intake on SQLite with and without
+    /// history recording, alternated in one run.
     #[arg(long, default_value = "throughput,batching,delay,memory,postgres")]
     only: String,
+    /// Rounds of the history comparison (each: one run without, one with).
+    #[arg(long, default_value_t = 3)]
+    history_rounds: usize,
     /// Also run the bridge on the in-memory store (not durable): splits the
     /// cost of the intake pipeline from the cost of durable storage.
     #[arg(long)]
@@ -124,6 +130,7 @@ impl Args {
 #[derive(Debug, Default, Serialize)]
 struct Report {
     throughput: Vec<ThroughputResult>,
+    history: Option<HistoryCost>,
     batching: Vec<BatchingResult>,
     delay: Vec<DelayResult>,
     memory: Option<MemoryResult>,
@@ -190,6 +197,9 @@ async fn run(args: &Args) -> Result<Report, String> {
     }
     if args.wants("memory") {
         report.memory = Some(memory_run(args, data_root.path()).await?);
+    }
+    if args.wants("history") {
+        report.history = Some(history_cost_runs(args, data_root.path()).await?);
     }
     if args.wants("postgres") {
         match postgres_runs(args, &mut report).await {
@@ -1464,7 +1474,129 @@ fn print_report(report: &Report) {
             m.fill_seconds
         );
     }
+    if let Some(h) = &report.history {
+        println!(
+            "\n## History recording on SQLite (token, {} rounds alternated)\n",
+            h.rounds
+        );
+        println!("| history | req/s per round | median req/s | median p99 ms |");
+        println!("|---|---|---:|---:|");
+        for (label, runs) in [
+            ("off (no-op view)", &h.without),
+            ("on (as shipped)", &h.with),
+        ] {
+            let rates: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0}", r.requests_per_s))
+                .collect();
+            println!(
+                "| {label} | {} | {:.0} | {:.2} |",
+                rates.join(", "),
+                median(runs.iter().map(|r| r.requests_per_s)),
+                median(runs.iter().map(|r| r.p99_ms))
+            );
+        }
+        println!("\nThroughput cost of recording: {:.1} %", h.cost_percent);
+    }
     for note in &report.notes {
         println!("\nNote: {note}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cost of history recording (issue 16)
+// ---------------------------------------------------------------------------
+
+/// Intake throughput without and with history recording, measured in turns
+/// so that a busy neighbour on a shared machine weighs on both alike.
+#[derive(Debug, Clone, Serialize)]
+struct HistoryCost {
+    rounds: usize,
+    without: Vec<ThroughputResult>,
+    with: Vec<ThroughputResult>,
+    /// `1 - median(with) / median(without)`, in percent.
+    cost_percent: f64,
+}
+
+/// Turns the history table into a view whose inserts do nothing: every
+/// statement the bridge runs still runs (and fires the trigger), but no row,
+/// index entry or WAL page is written. The difference to the shipped schema is
+/// therefore the storage cost of history; the cost of binding the statements
+/// (a few µs per webhook) stays in both.
+const DISCARD_HISTORY_SQL: &str = "
+    DROP TABLE image_history;
+    CREATE VIEW image_history (id, image_key, at_ms, event, source, batch_id, api,
+                               hss_status, hss_request_id, reason, digest)
+        AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
+    CREATE TRIGGER image_history_discard INSTEAD OF INSERT ON image_history
+        BEGIN SELECT 1; END;";
+
+async fn sqlite_store(path: &Path, recording: bool) -> Result<Arc<dyn Store>, String> {
+    let store = SqliteStore::open(path, 8)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    if !recording {
+        let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+        conn.execute_batch(DISCARD_HISTORY_SQL)
+            .map_err(|e| format!("cannot turn history off: {e}"))?;
+    }
+    Ok(Arc::new(store))
+}
+
+async fn history_cost_runs(args: &Args, root: &Path) -> Result<HistoryCost, String> {
+    let rounds = args.history_rounds.max(1);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for recording in [false, true] {
+            let label = if recording {
+                "bridge, SQLite store, history on"
+            } else {
+                "bridge, SQLite store, history off"
+            };
+            let dir = root.join(format!("history-{round}-{recording}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let path = dir.join("bridge.db");
+            let store = sqlite_store(&path, recording).await?;
+            let config = bridge_config(&format!("sqlite://{}", path.display()), 2000, 100);
+            let bridge = RunningBridge::start_on(&config, Some(store)).await?;
+            let drive = drive(
+                bridge.address,
+                Scheme::Token,
+                args.connections,
+                Duration::from_secs(args.warmup_s),
+                Duration::from_secs(args.duration_s),
+                "bridge",
+            )
+            .await?;
+            bridge.stop().await?;
+            let result = result_of(label, Scheme::Token, &drive);
+            eprintln!("{result:?}");
+            if recording {
+                with.push(result);
+            } else {
+                without.push(result);
+            }
+        }
+    }
+    let cost_percent = 100.0
+        * (1.0
+            - median(with.iter().map(|r| r.requests_per_s))
+                / median(without.iter().map(|r| r.requests_per_s)));
+    Ok(HistoryCost {
+        rounds,
+        without,
+        with,
+        cost_percent,
+    })
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
