@@ -13,7 +13,9 @@
 //!   the vocabulary every layer shares.
 //! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
-//! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
+//! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait,
+//!   with each image's history ([`store::history`]) written in the same
+//!   transactions.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
 //!   [`hss::errors`] reads failures for every client.
@@ -27,7 +29,8 @@
 //!   and its status, mapped in one place.
 //! - [`ops`]: `/metrics` (with its registry, in [`ops::metrics`]), `/healthz`,
 //!   `/readyz`, `/admin/*`; [`telemetry`]: logs and request ids.
-//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]).
+//! - [`commands`]: `check-config`, `sign`, `demo` and `history` (`serve` is
+//!   [`startup`]).
 //!
 //! Imports run one way: `config` and `filter` sit below `intake`, `hss` and
 //! `store`; `domain` and `secret` below everything. No two source files import

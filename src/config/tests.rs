@@ -30,6 +30,7 @@ fn defaults_are_typed() {
     assert_eq!(settings.server.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(settings.batch.window.get(), 2_000);
     assert_eq!(settings.store.lease.get(), 60_000);
+    assert_eq!(settings.store.history_retention.get(), 30 * 24 * 3_600_000);
     assert!(
         matches!(&settings.store.location, StoreLocation::Sqlite(path) if path.to_str() == Some("./data/bridge.db"))
     );
@@ -63,6 +64,10 @@ fn spans_and_sizes_must_be_positive() {
         ("[server]\nworkers = 0", "server.workers"),
         ("[server]\nmax_body_bytes = 0", "server.max_body_bytes"),
         ("[store]\nlease_ms = 10000", "store.lease_ms"),
+        (
+            "[store]\nhistory_retention_s = 0",
+            "store.history_retention_s",
+        ),
         ("[log]\nlevel = \"=nonsense=\"", "log.level"),
     ] {
         assert_eq!(refused_key(&format!("{HSS}{section}\n")), key, "{section}");
