@@ -1,5 +1,5 @@
-//! What every HTTP handler shares: sources, store, batcher, metrics, clock and
-//! the drain flag.
+//! What every HTTP handler shares: sources, store, batcher, resolver, metrics,
+//! clock and the drain flag.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +8,7 @@ use crate::batcher::{Batcher, BatcherHandle};
 use crate::clock::Clock;
 use crate::intake::source::Sources;
 use crate::ops::metrics::Metrics;
+use crate::resolver::ResolverHandle;
 use crate::secret::Secret;
 use crate::store::{BatchPolicy, Store};
 
@@ -16,6 +17,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub batcher: Arc<Batcher>,
     pub wake_batcher: BatcherHandle,
+    pub wake_resolver: ResolverHandle,
     pub policy: BatchPolicy,
     pub metrics: Metrics,
     pub clock: Clock,

@@ -136,6 +136,8 @@ pub struct ScanTarget {
     pub image: ImageRef,
     /// `instance_url` for `instance_image`; ignored for the other types.
     pub instance_url: Option<String>,
+    /// The manifest digest the push named (or SWR resolved), when known.
+    pub digest: Option<String>,
 }
 
 /// One image inside a batch: what the store hands the batcher and the batcher

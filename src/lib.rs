@@ -16,10 +16,13 @@
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait,
 //!   with each image's history ([`store::history`]) written in the same
 //!   transactions.
+//! - [`resolver`]: asks SWR EE for the tags of digest-only pushes; they join the queue.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
 //!   [`hss::errors`] reads failures for every client.
 //! - [`swr`]: the SWR API (digest resolution, polling SWR basic), signed like HSS calls.
+//! - [`poll`]: poll sources: SWR basic edition polled for new tags, which then
+//!   enter the store like pushed images.
 //! - [`clock`]: one notion of "now" for stores and batcher.
 //!
 //! Around the flow:
@@ -47,6 +50,8 @@ pub mod filter;
 pub mod hss;
 pub mod intake;
 pub mod ops;
+pub mod poll;
+pub mod resolver;
 pub mod secret;
 pub mod startup;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Wiring: builds the store, HSS client, batcher and HTTP server from
-//! [`Settings`], runs them, and drains on SIGTERM/SIGINT.
+//! Wiring: builds the store, HSS client, batcher, pollers and HTTP server
+//! from [`Settings`], runs them, and drains on SIGTERM/SIGINT.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -8,12 +8,13 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use futures_util::future::join_all;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::app_state::{AppState, DrainFlag};
-use crate::batcher::Batcher;
+use crate::batcher::{Backoff, Batcher};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::hss::{HssClient, HssError, ScanSender};
@@ -21,7 +22,10 @@ use crate::intake::routes::receive_webhook;
 use crate::intake::source::build_sources;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
+use crate::poll::{Poller, build_poll_sources};
+use crate::resolver::{ResolvePolicy, Resolver};
 use crate::store::{self, Store, StoreError, retention};
+use crate::swr::SwrClient;
 use crate::telemetry;
 
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
@@ -52,6 +56,9 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     batcher_task: JoinHandle<()>,
+    resolver: Arc<Resolver>,
+    resolver_task: JoinHandle<()>,
+    poller_tasks: Vec<JoinHandle<()>>,
     stop_batcher: watch::Sender<bool>,
     stop_requested: Arc<Notify>,
     signals: ShutdownSignals,
@@ -89,22 +96,63 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let sources = build_sources(&settings.sources);
+        let poll_sources = build_poll_sources(&settings.sources);
         let metrics = Metrics::new()?;
         let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
         metrics.export_from_start(&source_names, settings.batch.window.as_duration());
         let clock = Clock::new();
+        let owner = lease_owner();
         let batcher = Arc::new(Batcher::new(
             Arc::clone(&store),
             sender,
             &settings.batch,
             settings.store.lease,
             clock,
-            lease_owner(),
+            owner.clone(),
+            metrics.clone(),
+        ));
+        // Always running, even when no source resolves digests any more:
+        // digests acknowledged before a configuration change are still owed.
+        let swr = Arc::new(SwrClient::new(
+            &settings.hss,
+            &settings.swr,
+            metrics.clone(),
+        )?);
+        let resolver = Arc::new(Resolver::new(
+            Arc::clone(&store),
+            Arc::clone(&swr),
+            sources.clone(),
+            ResolvePolicy {
+                attempts: settings.batch.resolve_attempts.get(),
+                delay: settings.batch.resolve_delay.as_duration(),
+                lease_ms: settings.store.lease.get(),
+            },
+            Backoff::from_settings(&settings.batch),
+            clock,
+            owner.clone(),
+            batcher.handle(),
             metrics.clone(),
         ));
         let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));
+        let resolver_task = tokio::spawn(Arc::clone(&resolver).run(stop_rx.clone()));
+        let poller_tasks = poll_sources
+            .into_iter()
+            .map(|source| {
+                let poller = Poller {
+                    lease_length: source.lease_length(settings.hss.request_timeout),
+                    source,
+                    swr: Arc::clone(&swr),
+                    store: Arc::clone(&store),
+                    clock,
+                    metrics: metrics.clone(),
+                    wake_batcher: batcher.handle(),
+                    owner: owner.clone(),
+                };
+                tokio::spawn(poller.run(stop_rx.clone()))
+            })
+            .collect();
         tokio::spawn(retention::prune_old_records(
             Arc::clone(&store),
             clock,
@@ -122,6 +170,7 @@ impl Application {
             sources,
             store,
             wake_batcher: batcher.handle(),
+            wake_resolver: resolver.handle(),
             batcher,
             policy,
             metrics,
@@ -176,6 +225,9 @@ impl Application {
             server,
             state,
             batcher_task,
+            resolver,
+            resolver_task,
+            poller_tasks,
             stop_batcher,
             stop_requested: Arc::new(Notify::new()),
             signals,
@@ -215,8 +267,22 @@ impl Application {
         let linger = tokio::time::sleep_until((started + self.drain_linger).min(deadline));
         let state = self.state.clone();
         let mut server = server;
+        let resolver = self.resolver;
+        let resolver_task = self.resolver_task;
+        let pollers = self.poller_tasks;
         let drained = tokio::time::timeout_at(deadline, async {
+            // Pollers stop at once (their state is in the store); what they
+            // enqueued before is flushed with the rest below.
+            join_all(pollers).await;
             let _ = self.batcher_task.await;
+            // Digests due now first, so the tags they resolve to leave with the
+            // flush; but a slow SWR gets at most half the time left, never the
+            // batches' share.
+            let _ = resolver_task.await;
+            let now = tokio::time::Instant::now();
+            resolver
+                .drain(now + deadline.saturating_duration_since(now) / 2)
+                .await;
             let sent = state.batcher.drain(state.policy, deadline).await;
             linger.await;
             // Graceful: requests in flight finish; the listener closes now.

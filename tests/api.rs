@@ -9,15 +9,18 @@ mod api {
     mod config;
     mod crash;
     mod demo;
+    mod digests;
     mod fixtures;
     mod health;
     mod history;
     mod hss_client;
     mod logging;
     mod metrics;
+    mod poll;
 
     mod replicas;
     mod shutdown;
     mod sign_command;
+    mod swr_client;
     mod webhooks;
 }

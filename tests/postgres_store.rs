@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use swr_scan_bridge::store::conformance::{self, target};
 use swr_scan_bridge::store::postgres::PostgresStore;
 use swr_scan_bridge::store::{
-    BatchPolicy, ClaimedBatch, DeliveryKey, EnqueueCounts, Enqueued, Store, StoreError,
+    BatchPolicy, ClaimedBatch, DeliveryKey, EnqueueCounts, Enqueued, PollStateStore, Store,
+    StoreError,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -134,6 +135,55 @@ async fn postgres_store_meets_the_store_contract() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn postgres_store_meets_the_poll_state_contract() {
+    let _admin = admin().await;
+    let schemas = Mutex::new(Vec::new());
+    let schemas = &schemas;
+    swr_scan_bridge::store::poll_state::conformance::run_all(move || {
+        let schema = TestSchema::new();
+        let name = schema.name.clone();
+        schemas.lock().expect("schemas").push(schema);
+        async move {
+            let store = PostgresStore::connect(DATABASE_URL, 4, Some(&name))
+                .await
+                .expect("connect");
+            store.migrate().await.expect("migrate");
+            store
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_replicas_asking_at_once_never_both_get_a_poll_lease() {
+    let _admin = admin().await;
+    let schema = TestSchema::new();
+    let store = PostgresStore::connect(DATABASE_URL, 8, Some(&schema.name))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    for round in 0..20_i64 {
+        let now = T0 + round * 10_000;
+        let takes = (0..6).map(|replica| {
+            let owner = format!("replica-{replica}");
+            let store = &store;
+            async move {
+                store
+                    .take_poll_lease("basic", &owner, now, now + 5_000)
+                    .await
+                    .expect("take")
+            }
+        });
+        let holders = futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .filter(|held| *held)
+            .count();
+        assert_eq!(holders, 1, "round {round}: the previous lease had expired");
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use super::*;
 use crate::config::raw::RawBatch;
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 use crate::store::{
-    BatchImage, DeadLetterCause, EnqueueCounts, Enqueued, MemoryStore, StoreError, StoreStats,
+    BatchImage, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, MemoryStore, StoreError,
+    StoreStats,
 };
 
 const T0: Millis = 1_800_000_000_000;
@@ -60,6 +61,122 @@ impl ScanSender for ScriptedHss {
 struct CountingStore {
     inner: MemoryStore,
     next_due_calls: AtomicUsize,
+}
+
+/// The digest queue is not what these tests count: straight through.
+#[async_trait]
+impl crate::store::DigestQueue for CountingStore {
+    async fn enqueue_digests(
+        &self,
+        delivery: Option<&DeliveryKey>,
+        digests: &[crate::store::UnresolvedDigest],
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        self.inner.enqueue_digests(delivery, digests, now).await
+    }
+    async fn claim_digest(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+    ) -> Result<Option<crate::store::ClaimedDigest>, StoreError> {
+        self.inner.claim_digest(owner, now, lease_ms).await
+    }
+    async fn next_digest_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.inner.next_digest_due().await
+    }
+    async fn settle_digest(
+        &self,
+        claimed: &crate::store::ClaimedDigest,
+        settlement: crate::store::DigestSettlement,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.settle_digest(claimed, settlement, now).await
+    }
+    async fn waiting_digests(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::WaitingDigest>, StoreError> {
+        self.inner.waiting_digests(limit).await
+    }
+    async fn digests_resolving(&self) -> Result<u64, StoreError> {
+        self.inner.digests_resolving().await
+    }
+}
+
+#[async_trait]
+impl crate::store::PollStateStore for CountingStore {
+    async fn take_poll_lease(
+        &self,
+        source: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.take_poll_lease(source, owner, now, until).await
+    }
+    async fn release_poll_lease(&self, source: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_poll_lease(source, owner).await
+    }
+    async fn poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+    ) -> Result<Option<Millis>, StoreError> {
+        self.inner.poll_watermark(source, scope).await
+    }
+    async fn raise_poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+        watermark: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .raise_poll_watermark(source, scope, watermark, now)
+            .await
+    }
+    async fn seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.inner.seen_tags(source, namespace, repository).await
+    }
+    async fn record_seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        tags: &[crate::store::poll_state::SeenTag],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_seen_tags(source, namespace, repository, tags, now)
+            .await
+    }
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<crate::store::poll_state::RepositoryRead>, StoreError> {
+        self.inner
+            .repository_read(source, namespace, repository)
+            .await
+    }
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &crate::store::poll_state::RepositoryRead,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_repository_read(source, namespace, repository, read)
+            .await
+    }
 }
 
 #[async_trait]
@@ -177,6 +294,7 @@ fn batch_settings(max_images: usize) -> BatchSettings {
         max_images,
         retry_base_ms: 1_000,
         retry_max_ms: 60_000,
+        ..RawBatch::default()
     })
     .expect("valid [batch]")
 }
@@ -222,6 +340,7 @@ fn target(instance: &str, tag: &str) -> ScanTarget {
         },
         image: ImageRef::new("team-a", "api", tag),
         instance_url: Some("ee.example.com".into()),
+        digest: None,
     }
 }
 

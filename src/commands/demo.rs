@@ -1,13 +1,14 @@
 //! `demo`: the whole flow on one machine with no cloud account. An embedded
-//! store in a temp dir, a stand-in HSS that checks signatures and bodies, the
-//! sample pushes of every supported format; prints the HSS requests made, to
+//! store in a temp dir, a stand-in HSS and SWR EE that check signatures and
+//! bodies, the sample pushes of every supported format (the push by digest
+//! resolved to its tags); prints the SWR requests and the HSS requests made, to
 //! batch-scan or (`--api scan-tasks`) to its successor.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::demo_hss::StandInHss;
+use super::demo_hss::{KnownArtifact, StandInHss};
 use crate::config::Settings;
 use crate::hss::HssApi;
 use crate::intake::verify::sign_headers;
@@ -21,6 +22,13 @@ const WHSEC: &str = "whsec_ZGVtby1zdGFuZGFyZC13ZWJob29rcy1zZWNyZXQ=";
 const HMAC: &str = "demo-registry-hmac-secret";
 
 /// (source, file name, body): the pushes the demo sends, in order.
+/// The manifest `harbor-push-by-digest.json` names, and the tags the stand-in
+/// SWR EE reports for it.
+const PUSHED_BY_DIGEST: KnownArtifact = KnownArtifact {
+    digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+    tags: &["8.9", "8-jdk"],
+};
+
 const PUSHES: [(&str, &str, &[u8]); 7] = [
     (
         "swr-ee",
@@ -96,6 +104,8 @@ url = "{store_url}"
 [batch]
 window_ms = 1000
 max_images = 100
+[swr]
+endpoint = "{endpoint}"
 [hss]
 region = "cn-north-4"
 endpoint = "{endpoint}"
@@ -110,6 +120,7 @@ name = "swr-ee"
 format = "harbor"
 image_type = "instance_image"
 instance_id = "4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6"
+resolve_digests = true
 [sources.verify]
 scheme = "token"
 secrets = ["{SWR_TOKEN}"]
@@ -137,7 +148,7 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
     let setup = |e: &dyn std::fmt::Display| DemoError::Setup(e.to_string());
     let data = tempfile::tempdir().map_err(|e| setup(&e))?;
     let store_url = format!("sqlite://{}/bridge.db", data.path().display());
-    let hss = StandInHss::start(AK, SK).map_err(|e| setup(&e))?;
+    let hss = StandInHss::start(AK, SK, PUSHED_BY_DIGEST).map_err(|e| setup(&e))?;
     let settings =
         Settings::from_toml(&config(&hss.endpoint, &store_url, api)).map_err(|e| setup(&e))?;
     crate::telemetry::init(&settings.log);
@@ -153,7 +164,7 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
         "  bridge:          {base}  (embedded store in {})",
         data.path().display()
     );
-    println!("  stand-in HSS:    {}", hss.endpoint);
+    println!("  stand-in HSS:    {}  (also SWR EE)", hss.endpoint);
     println!("  HSS API:         {api}");
     println!("  batch window:    {} ms\n", settings.batch.window.get());
     println!("1. Sample pushes (POST /webhooks/{{source}}):");
@@ -162,12 +173,16 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
         let source = settings
             .source(source_name)
             .ok_or_else(|| DemoError::Setup(format!("no source {source_name}")))?;
+        let verify = source
+            .webhook()
+            .map(|webhook| &webhook.verify)
+            .ok_or_else(|| DemoError::Setup(format!("source {source_name} takes no webhooks")))?;
         let now = chrono::Utc::now().timestamp();
         let mut request = client
             .post(format!("{base}/webhooks/{source_name}"))
             .header("Content-Type", "application/json")
             .body(body.to_vec());
-        for (name, value) in sign_headers(&source.verify, body, now, &format!("msg_demo_{index}")) {
+        for (name, value) in sign_headers(verify, body, now, &format!("msg_demo_{index}")) {
             request = request.header(name, value);
         }
         let response = request.send().await?;
@@ -187,7 +202,10 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
             .await?
             .json()
             .await?;
-        if pending["pending_images"].as_u64() == Some(0) && !hss.received().is_empty() {
+        if pending["pending_images"].as_u64() == Some(0)
+            && pending["digests_resolving"].as_u64() == Some(0)
+            && !hss.received().is_empty()
+        {
             break;
         }
         if started.elapsed() > limit {
@@ -197,7 +215,26 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
     }
 
     let received = hss.received();
-    println!("\n3. {api} requests the bridge made ({}):", received.len());
+    let asked = hss.artifact_requests();
+    println!(
+        "\n3. SWR EE asked for the tags of the push by digest ({}):",
+        asked.len()
+    );
+    for request in &asked {
+        println!(
+            "   {} {}  (signature {}) -> tags {:?}",
+            request.method,
+            request.uri,
+            if request.signature_valid {
+                "valid"
+            } else {
+                "INVALID"
+            },
+            PUSHED_BY_DIGEST.tags
+        );
+    }
+
+    println!("\n4. {api} requests the bridge made ({}):", received.len());
     for (index, scan) in received.iter().enumerate() {
         println!("\n   --- request {} ---", index + 1);
         println!("   {} {}", scan.method, scan.uri);
@@ -240,7 +277,9 @@ pub async fn run(api: HssApi) -> Result<(), DemoError> {
     stopper.notify_one();
     let _ = server.await;
     hss.stop().await;
-    if received.iter().any(|scan| !scan.signature_valid) {
+    if received.iter().any(|scan| !scan.signature_valid)
+        || asked.iter().any(|lookup| !lookup.signature_valid)
+    {
         return Err(DemoError::Refused(
             "a request carried an invalid signature".into(),
         ));

@@ -1,6 +1,8 @@
-//! The demo's stand-in for HSS: a local HTTP server that serves both scan
-//! APIs, checks each request's SDK-HMAC-SHA256 signature, query and body the
-//! way HSS would, and records what it got.
+//! The demo's stand-in for HSS and SWR EE: a local HTTP server that serves
+//! both scan APIs and `ShowInstanceArtifact`, checks each request's
+//! SDK-HMAC-SHA256 signature (and the scan bodies and queries) the way the real
+//! services would, and records what it got. It knows one artifact, the
+//! manifest of the sample push by digest, and answers with its tags.
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -35,27 +37,48 @@ struct Credentials {
     sk: Secret,
 }
 
+/// One `ShowInstanceArtifact` request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct ReceivedLookup {
+    pub method: String,
+    pub uri: String,
+    pub signature_valid: bool,
+}
+
+/// The one artifact the stand-in SWR EE knows: `(digest, tags)`.
+#[derive(Clone)]
+pub struct KnownArtifact {
+    pub digest: &'static str,
+    pub tags: &'static [&'static str],
+}
+
 pub struct StandInHss {
     pub endpoint: String,
     received: Arc<Mutex<Vec<ReceivedScan>>>,
+    artifact_requests: Arc<Mutex<Vec<ReceivedLookup>>>,
     handle: ServerHandle,
 }
 
 impl StandInHss {
-    pub fn start(ak: &str, sk: &str) -> std::io::Result<Self> {
+    pub fn start(ak: &str, sk: &str, artifact: KnownArtifact) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let received = Arc::new(Mutex::new(Vec::new()));
-        let state = web::Data::new((
-            Credentials {
-                ak: ak.to_string(),
-                sk: Secret::literal(sk),
-            },
-            Arc::clone(&received),
-        ));
+        let artifact_requests = Arc::new(Mutex::new(Vec::new()));
+        let credentials = Credentials {
+            ak: ak.to_string(),
+            sk: Secret::literal(sk),
+        };
+        let state = web::Data::new((credentials.clone(), Arc::clone(&received)));
+        let swr_state = web::Data::new((credentials, Arc::clone(&artifact_requests), artifact));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(swr_state.clone())
+                .route(
+                    "/v2/{project_id}/instances/{instance_id}/namespaces/{namespace}/repositories/{repository}/artifacts/{digest}",
+                    web::get().to(show_instance_artifact),
+                )
                 .route(
                     "/v5/{project_id}/image/batch-scan",
                     web::post().to(
@@ -82,6 +105,7 @@ impl StandInHss {
         Ok(Self {
             endpoint,
             received,
+            artifact_requests,
             handle,
         })
     }
@@ -90,21 +114,24 @@ impl StandInHss {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// The `ShowInstanceArtifact` requests, in arrival order.
+    pub fn artifact_requests(&self) -> Vec<ReceivedLookup> {
+        self.artifact_requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
 }
 
 type State = (Credentials, Arc<Mutex<Vec<ReceivedScan>>>);
+type SwrState = (Credentials, Arc<Mutex<Vec<ReceivedLookup>>>, KnownArtifact);
 
-async fn scan(
-    api: HssApi,
-    request: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<State>,
-) -> HttpResponse {
-    let (credentials, received) = state.get_ref();
-    let headers: Vec<(String, String)> = request
+fn request_headers(request: &HttpRequest) -> Vec<(String, String)> {
+    request
         .headers()
         .iter()
         .map(|(name, value)| {
@@ -113,11 +140,76 @@ async fn scan(
                 String::from_utf8_lossy(value.as_bytes()).into_owned(),
             )
         })
+        .collect()
+}
+
+fn request_query(request: &HttpRequest) -> Vec<(String, String)> {
+    web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default()
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized().json(
+        json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}),
+    )
+}
+
+/// `ShowInstanceArtifact`, answered in the SDK's response shape.
+async fn show_instance_artifact(
+    request: HttpRequest,
+    path: web::Path<(String, String, String, String, String)>,
+    state: web::Data<SwrState>,
+) -> HttpResponse {
+    let (credentials, received, artifact) = state.get_ref();
+    let headers = request_headers(&request);
+    let signature_valid = verify(
+        credentials,
+        &request,
+        &request_query(&request),
+        &headers,
+        &[],
+    );
+    if let Ok(mut list) = received.lock() {
+        list.push(ReceivedLookup {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            signature_valid,
+        });
+    }
+    if !signature_valid {
+        return unauthorized();
+    }
+    let (_, _, _, repository, digest) = path.into_inner();
+    if digest != artifact.digest {
+        return HttpResponse::NotFound().json(
+            json!({"errorCode": "SVCSTG.SWR.4040003", "errorMessage": "artifact not found"}),
+        );
+    }
+    let tags: Vec<Value> = artifact
+        .tags
+        .iter()
+        .enumerate()
+        .map(|(id, name)| json!({"id": id + 1, "name": name}))
         .collect();
-    let query: Vec<(String, String)> =
-        web::Query::<Vec<(String, String)>>::from_query(request.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
+    HttpResponse::Ok().json(json!({
+        "digest": digest,
+        "repository_name": repository,
+        "media_type": "application/vnd.docker.container.image.v1+json",
+        "manifest_media_type": "application/vnd.docker.distribution.manifest.v2+json",
+        "tags": tags,
+    }))
+}
+
+async fn scan(
+    api: HssApi,
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let (credentials, received) = state.get_ref();
+    let headers = request_headers(&request);
+    let query = request_query(&request);
     let signature_valid = verify(credentials, &request, &query, &headers, &body);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let problems = match api {
@@ -125,8 +217,7 @@ async fn scan(
         HssApi::ScanTasks => check_scan_tasks(&query, &parsed),
     };
     let answer = if !signature_valid {
-        HttpResponse::Unauthorized()
-            .json(json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}))
+        unauthorized()
     } else if !problems.is_empty() {
         HttpResponse::BadRequest()
             .json(json!({"error_code": "HSS.0001", "error_msg": problems.join("; ")}))

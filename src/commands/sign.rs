@@ -17,6 +17,12 @@ pub fn print(settings: &Settings, source_name: &str, body_path: Option<&Path>) -
         );
         return ExitCode::from(2);
     };
+    let Some(verify) = source.webhook().map(|webhook| &webhook.verify) else {
+        eprintln!(
+            "source \"{source_name}\" is a swr-poll source: the bridge polls SWR for it, nothing posts webhooks to it"
+        );
+        return ExitCode::from(2);
+    };
     let body = match body_path {
         Some(path) => {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -39,7 +45,7 @@ pub fn print(settings: &Settings, source_name: &str, body_path: Option<&Path>) -
     let now = chrono::Utc::now().timestamp();
     let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     println!("Content-Type: application/json");
-    for (name, value) in sign_headers(&source.verify, &body, now, &message_id) {
+    for (name, value) in sign_headers(verify, &body, now, &message_id) {
         println!("{name}: {value}");
     }
     ExitCode::SUCCESS

@@ -1,6 +1,6 @@
 //! `[batch]`: when a partition is sent, and how failed sends are retried.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use super::error::ConfigError;
@@ -19,6 +19,10 @@ pub struct BatchSettings {
     pub retry_base: Duration,
     /// Upper bound of any retry delay.
     pub retry_max: Duration,
+    /// Digest resolution: how often SWR is asked for an untagged digest's tags …
+    pub resolve_attempts: NonZeroU32,
+    /// … and how far apart (`batch.resolve_delay_ms`, default the window).
+    pub resolve_delay: PositiveMillis,
 }
 
 impl BatchSettings {
@@ -31,8 +35,20 @@ impl BatchSettings {
                 "must be greater than 0 and at most batch.retry_max_ms",
             ));
         }
+        let resolve_attempts = NonZeroU32::new(raw.resolve_attempts).ok_or_else(|| {
+            ConfigError::invalid(
+                "batch.resolve_attempts",
+                "must be at least 1 (SWR is asked at least once per digest)",
+            )
+        })?;
+        let resolve_delay = match raw.resolve_delay_ms {
+            None => window,
+            Some(millis) => positive_millis("batch.resolve_delay_ms", millis)?,
+        };
         Ok(Self {
             window,
+            resolve_attempts,
+            resolve_delay,
             max_images,
             retry_base: Duration::from_millis(raw.retry_base_ms),
             retry_max: Duration::from_millis(raw.retry_max_ms),

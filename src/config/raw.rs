@@ -105,6 +105,10 @@ pub struct RawBatch {
     pub retry_base_ms: u64,
     /// Upper bound of any retry delay.
     pub retry_max_ms: u64,
+    /// Digest resolution: how often SWR is asked for an untagged digest's tags …
+    pub resolve_attempts: u32,
+    /// … and how far apart; default `window_ms`.
+    pub resolve_delay_ms: Option<u64>,
 }
 
 impl Default for RawBatch {
@@ -114,6 +118,8 @@ impl Default for RawBatch {
             max_images: 100,
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
+            resolve_attempts: 5,
+            resolve_delay_ms: None,
         }
     }
 }
@@ -197,6 +203,53 @@ pub enum PayloadFormat {
     Distribution,
 }
 
+/// `sources[].format`: a webhook sender's payload format, or `swr-poll` for
+/// SWR basic edition, which sends no webhooks and is polled by the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Harbor,
+    Cloudevents,
+    Distribution,
+    #[serde(rename = "swr-poll")]
+    SwrPoll,
+}
+
+impl SourceFormat {
+    /// The payload format of a webhook source; `None` for a poll source.
+    pub fn payload(self) -> Option<PayloadFormat> {
+        match self {
+            SourceFormat::Harbor => Some(PayloadFormat::Harbor),
+            SourceFormat::Cloudevents => Some(PayloadFormat::Cloudevents),
+            SourceFormat::Distribution => Some(PayloadFormat::Distribution),
+            SourceFormat::SwrPoll => None,
+        }
+    }
+}
+
+/// `[sources.poll]` of a `format = "swr-poll"` source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPoll {
+    /// How often SWR is asked for what changed.
+    pub interval_ms: u64,
+    /// Namespaces to watch; absent: every namespace the credentials can list.
+    pub namespaces: Option<Vec<String>>,
+    /// True: the very first poll enqueues every tag it finds; false: it only
+    /// records them, and later polls enqueue what is new.
+    pub scan_existing: bool,
+}
+
+impl Default for RawPoll {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            namespaces: None,
+            scan_existing: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyScheme {
@@ -209,9 +262,10 @@ pub enum VerifyScheme {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
-    /// Path segment of `POST /webhooks/{name}`.
+    /// Path segment of `POST /webhooks/{name}` (webhook sources); a poll
+    /// source's name labels its logs, metrics and poll state.
     pub name: String,
-    pub format: PayloadFormat,
+    pub format: SourceFormat,
     pub image_type: ImageType,
     #[serde(default)]
     pub instance_id: Option<String>,
@@ -221,12 +275,21 @@ pub struct RawSource {
     /// Default: `hss.enterprise_project_id`.
     #[serde(default)]
     pub enterprise_project_id: Option<String>,
-    pub verify: RawVerify,
+    /// Webhook sources only (required there); poll sources receive no webhooks.
+    #[serde(default)]
+    pub verify: Option<RawVerify>,
+    /// `format = "swr-poll"` only; absent means every default.
+    #[serde(default)]
+    pub poll: Option<RawPoll>,
     #[serde(default)]
     pub filter: RawFilter,
     /// Requests per second accepted from this source; excess gets 429. None: unlimited.
     #[serde(default)]
     pub rate_limit_per_s: Option<u32>,
+    /// Digest-only pushes are resolved to their tags through SWR EE
+    /// (instance_image sources only); when false they are ignored.
+    #[serde(default)]
+    pub resolve_digests: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

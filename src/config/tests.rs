@@ -162,7 +162,14 @@ fn sources_carry_their_partition_and_compiled_parts() {
         source.partition.enterprise_project_id.as_deref(),
         Some("ep")
     );
-    assert_eq!(source.verify.scheme_name(), "hmac-sha256");
+    assert_eq!(
+        source
+            .webhook()
+            .expect("a webhook source")
+            .verify
+            .scheme_name(),
+        "hmac-sha256"
+    );
     assert!(
         source
             .filter

@@ -24,9 +24,12 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::formats::{self, IgnoreReason, Ignored};
+use super::source::Source;
 use crate::api_error::ApiError;
 use crate::app_state::AppState;
-use crate::store::{Arrival, DeliveryKey, EnqueueCounts, Enqueued, HistorySubject, IgnoredImage};
+use crate::store::{
+    Arrival, DeliveryKey, EnqueueCounts, Enqueued, HistorySubject, IgnoredImage, UnresolvedDigest,
+};
 use crate::telemetry::RequestId;
 
 /// A body must arrive within this long of its head (which itself must arrive
@@ -40,6 +43,8 @@ pub struct Accepted {
     pub accepted: usize,
     pub duplicates: usize,
     pub ignored: usize,
+    /// Digest-only pushes stored for resolution through SWR EE.
+    pub resolving: usize,
     pub reasons: Vec<Ignored>,
 }
 
@@ -62,6 +67,8 @@ pub async fn receive_webhook(
         Ok(answer) => {
             let (kind, reason) = if answer.accepted > 0 {
                 ("accepted", "")
+            } else if answer.resolving > 0 {
+                ("resolving", "")
             } else if answer.duplicates > 0 {
                 ("duplicate", "")
             } else {
@@ -81,6 +88,7 @@ pub async fn receive_webhook(
                 accepted = answer.accepted,
                 duplicates = answer.duplicates,
                 ignored = answer.ignored,
+                resolving = answer.resolving,
                 "webhook"
             );
         }
@@ -164,6 +172,9 @@ fn record_images(state: &AppState, source: &str, answer: &Accepted) {
     images
         .with_label_values(&[source, "duplicate", ""])
         .inc_by(answer.duplicates as u64);
+    images
+        .with_label_values(&[source, "resolving", ""])
+        .inc_by(answer.resolving as u64);
     for ignored in &answer.reasons {
         images
             .with_label_values(&[source, "ignored", ignored.reason.as_str()])
@@ -205,9 +216,20 @@ async fn handle(
     if body.is_empty() {
         return Err(ApiError::EmptyBody);
     }
-    let parsed = formats::parse(source.settings.format, request.headers(), &body)?;
+    let parsed = formats::parse(source.payload_format(), request.headers(), &body)?;
 
     let mut reasons = parsed.ignored;
+    let mut unresolved = Vec::new();
+    for pushed in parsed.digest_only {
+        if source.resolves_digests() {
+            unresolved.push(source.unresolved_digest(pushed));
+        } else {
+            reasons.push(Ignored {
+                reason: IgnoreReason::PushByDigest,
+                subject: pushed.subject(),
+            });
+        }
+    }
     let mut targets = Vec::with_capacity(parsed.images.len());
     for pushed in parsed.images {
         if source.settings.filter.admits(&pushed.image) {
@@ -229,6 +251,9 @@ async fn handle(
         });
     // Read anew: the body may have taken a while to arrive.
     let now_ms = state.clock.now_ms();
+    // Digests first: the delivery id is recorded with the images, after them,
+    // so a redelivery is a duplicate only once both are stored.
+    let digests = store_digests(source, state, delivery.as_ref(), &unresolved, now_ms).await?;
     let ignored = ignored_images(&reasons);
     let arrival = Arrival {
         source: source.name(),
@@ -240,10 +265,14 @@ async fn handle(
     if counts.accepted > 0 {
         state.wake_batcher.wake();
     }
+    if digests.accepted > 0 {
+        state.wake_resolver.wake();
+    }
     Ok(Accepted {
         accepted: counts.accepted,
-        duplicates: counts.duplicates,
+        duplicates: counts.duplicates + digests.duplicates,
         ignored: reasons.len(),
+        resolving: digests.accepted,
         reasons,
     })
 }
@@ -262,6 +291,38 @@ fn ignored_images(reasons: &[Ignored]) -> Vec<IgnoredImage> {
             })
         })
         .collect()
+}
+
+async fn store_digests(
+    source: &Source,
+    state: &AppState,
+    delivery: Option<&DeliveryKey>,
+    unresolved: &[UnresolvedDigest],
+    now_ms: i64,
+) -> Result<EnqueueCounts, ApiError> {
+    if unresolved.is_empty() {
+        return Ok(EnqueueCounts::default());
+    }
+    match state
+        .store
+        .enqueue_digests(delivery, unresolved, now_ms)
+        .await
+    {
+        Ok(Enqueued::Stored(counts)) => Ok(counts),
+        Ok(Enqueued::DuplicateDelivery) => Ok(EnqueueCounts {
+            accepted: 0,
+            duplicates: unresolved.len(),
+        }),
+        Err(error) => {
+            state
+                .metrics
+                .store_errors
+                .with_label_values(&["enqueue_digests"])
+                .inc();
+            tracing::error!(source = source.name(), error = %error, "cannot store webhook digests");
+            Err(error.into())
+        }
+    }
 }
 
 async fn store_targets(

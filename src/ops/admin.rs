@@ -51,11 +51,15 @@ pub async fn pending(
     authorize(&request, &state)?;
     let stats = state.store.stats().await?;
     let images = state.store.pending(query.limit()).await?;
+    let digests = state.store.waiting_digests(query.limit()).await?;
+    let digests_resolving = state.store.digests_resolving().await?;
     Ok(HttpResponse::Ok().json(json!({
         "pending_images": stats.pending_images,
         "batches_in_flight": stats.batches_in_flight,
         "oldest_enqueued_at_ms": stats.oldest_enqueued_at,
         "images": images,
+        "digests_resolving": digests_resolving,
+        "digests": digests,
     })))
 }
 
@@ -87,6 +91,7 @@ pub async fn retry_dead_letter(
     {
         Some(counts) => {
             state.wake_batcher.wake();
+            state.wake_resolver.wake();
             tracing::info!(
                 dead_letter_id = id,
                 requeued = counts.accepted,

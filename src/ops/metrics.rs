@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use super::STORE_ANSWER_TIMEOUT;
@@ -57,7 +57,28 @@ pub struct Metrics {
     /// SWR API calls by operation and status class.
     pub swr_requests: IntCounterVec,
     pub swr_request_seconds: HistogramVec,
+    /// Digest resolutions by outcome (see [`DIGEST_RESOLUTION_OUTCOMES`]).
+    pub digest_resolutions: IntCounterVec,
+    /// Digest-only pushes waiting for resolution.
+    pub digests_resolving: IntGauge,
+    /// Polls of swr-poll sources by source and outcome (`success`, `error`,
+    /// `auth_error`), counted by the replica holding the source's lease.
+    pub swr_polls: IntCounterVec,
+    /// `(tag, digest)` pairs a poll found that were not seen before, by source.
+    pub swr_poll_tags_found: IntCounterVec,
+    /// When each poll source last completed a poll (Unix seconds).
+    pub swr_poll_last_success: GaugeVec,
 }
+
+/// Every outcome of one digest resolution; each is exported from the start.
+pub const DIGEST_RESOLUTION_OUTCOMES: [&str; 6] = [
+    "resolved",
+    "untagged_retry",
+    "untagged",
+    "not_found",
+    "retry",
+    "dead_letter",
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,6 +160,46 @@ impl Metrics {
             ),
             &["operation", "status_class"],
         )?;
+        let digest_resolutions = IntCounterVec::new(
+            Opts::new(
+                "digest_resolutions_total",
+                "Digest-only pushes asked of SWR EE, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in DIGEST_RESOLUTION_OUTCOMES {
+            digest_resolutions.with_label_values(&[outcome]);
+        }
+        let digests_resolving = IntGauge::new(
+            "digests_resolving",
+            "Digest-only pushes waiting for SWR EE to name their tags",
+        )?;
+        registry.register(Box::new(digest_resolutions.clone()))?;
+        registry.register(Box::new(digests_resolving.clone()))?;
+        let swr_polls = IntCounterVec::new(
+            Opts::new(
+                "swr_polls_total",
+                "Polls of SWR basic edition, by source and outcome",
+            ),
+            &["source", "outcome"],
+        )?;
+        let swr_poll_tags_found = IntCounterVec::new(
+            Opts::new(
+                "swr_poll_tags_found_total",
+                "Tags (with a digest) a poll found that were not seen before, by source",
+            ),
+            &["source"],
+        )?;
+        let swr_poll_last_success = GaugeVec::new(
+            Opts::new(
+                "swr_poll_last_success_timestamp_seconds",
+                "When a poll source last completed a poll",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(swr_polls.clone()))?;
+        registry.register(Box::new(swr_poll_tags_found.clone()))?;
+        registry.register(Box::new(swr_poll_last_success.clone()))?;
         registry.register(Box::new(swr_requests.clone()))?;
         registry.register(Box::new(swr_request_seconds.clone()))?;
         let ready = IntGauge::new(
@@ -190,6 +251,11 @@ impl Metrics {
             readiness_changes,
             readiness_lock: Arc::new(Mutex::new(())),
             batch_window_seconds,
+            digest_resolutions,
+            digests_resolving,
+            swr_polls,
+            swr_poll_tags_found,
+            swr_poll_last_success,
         })
     }
 
@@ -345,6 +411,13 @@ pub async fn serve(
     match tokio::time::timeout(STORE_ANSWER_TIMEOUT, store.stats()).await {
         Ok(Ok(stats)) => metrics.observe_store(&stats, clock.now_ms()),
         Ok(Err(_)) | Err(_) => metrics.store_errors.with_label_values(&["stats"]).inc(),
+    }
+    match tokio::time::timeout(STORE_ANSWER_TIMEOUT, store.digests_resolving()).await {
+        Ok(Ok(waiting)) => metrics.digests_resolving.set(waiting as i64),
+        Ok(Err(_)) | Err(_) => metrics
+            .store_errors
+            .with_label_values(&["digests_resolving"])
+            .inc(),
     }
     match metrics.render() {
         Ok(text) => HttpResponse::Ok()

@@ -13,6 +13,8 @@ use super::{
 };
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
+pub mod digests;
+
 const T0: i64 = 1_800_000_000_000;
 
 pub const POLICY: BatchPolicy = BatchPolicy {
@@ -35,6 +37,7 @@ pub fn target(instance: &str, name: &str, tag: &str) -> ScanTarget {
         partition: partition(instance),
         image: ImageRef::new("team-a", name, tag),
         instance_url: Some("ee.example.com".to_string()),
+        digest: None,
     }
 }
 
@@ -80,6 +83,12 @@ where
     dead_letters_keep_the_cause_and_can_be_retried(make().await).await;
     stats_and_listings_reflect_the_queue(make().await).await;
     old_deliveries_are_pruned(make().await).await;
+    digests::digests_wait_once_and_are_leased(make().await).await;
+    digests::a_resolved_digest_becomes_pending_images_with_its_digest(make().await).await;
+    digests::an_untagged_digest_is_asked_again_later(make().await).await;
+    digests::a_refused_digest_is_a_dead_letter_that_retries_its_resolution(make().await).await;
+    digests::a_redelivery_stores_no_digest(make().await).await;
+    digests::digests_survive_batches_and_dead_letters(make().await).await;
     history::run_all(&make).await;
 }
 

@@ -15,7 +15,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeadLetterCause, DeliveryKey, Millis};
+use super::{
+    ClaimedDigest, DeadLetterCause, DeliveryKey, DigestSettlement, Millis, UnresolvedDigest,
+};
 use crate::domain::{ImageRef, ScanTarget};
 
 /// `GET /admin/history` answers at most this many events: an image's newest.
@@ -325,7 +327,7 @@ pub fn arrival_events(
             };
             KeyedEvent {
                 image_key: target.image.to_string(),
-                event,
+                event: event.with_digest(target.digest.as_deref()),
             }
         });
     let skipped = arrival.ignored.iter().map(|ignored| KeyedEvent {
@@ -337,7 +339,108 @@ pub fn arrival_events(
                 HistorySubject::Tagged(_) => None,
             }),
     });
+
     queued.chain(skipped).collect()
+}
+
+/// The events of digest-only pushes stored for resolution: `resolving`, or
+/// `duplicate` when the digest already waits or the webhook was redelivered.
+pub fn digests_queued_events(
+    digests: &[UnresolvedDigest],
+    outcomes: &[TargetOutcome],
+    now: Millis,
+) -> Vec<KeyedEvent> {
+    digests
+        .iter()
+        .zip(outcomes)
+        .map(|(digest, outcome)| {
+            let event = match outcome {
+                TargetOutcome::Accepted => {
+                    HistoryEvent::new(now, EventKind::Resolving, &digest.source)
+                }
+                TargetOutcome::Duplicate => {
+                    HistoryEvent::new(now, EventKind::Duplicate, &digest.source)
+                        .with_reason("already_resolving")
+                }
+                TargetOutcome::Redelivery => {
+                    HistoryEvent::new(now, EventKind::Duplicate, &digest.source)
+                        .with_reason("redelivery")
+                }
+            };
+            KeyedEvent {
+                image_key: digest.subject(),
+                event: event.with_digest(Some(&digest.digest)),
+            }
+        })
+        .collect()
+}
+
+/// A dead-lettered digest an operator put back in the resolution queue.
+pub fn digest_requeued_event(digest: &UnresolvedDigest, now: Millis) -> KeyedEvent {
+    KeyedEvent {
+        image_key: digest.subject(),
+        event: HistoryEvent::new(now, EventKind::Resolving, ADMIN_SOURCE)
+            .with_reason(DEAD_LETTER_RETRY)
+            .with_digest(Some(&digest.digest)),
+    }
+}
+
+/// The events of a resolution's end. `resolved`: on the digest, naming its
+/// tags, and on each tag (`accepted` or `duplicate`, `target_outcomes` in
+/// target order) naming the digest; `dropped` and `dead_letter` on the
+/// digest. Asking again later leaves no event.
+pub fn digest_settled_events(
+    claimed: &ClaimedDigest,
+    settlement: &DigestSettlement,
+    target_outcomes: &[TargetOutcome],
+    now: Millis,
+) -> Vec<KeyedEvent> {
+    let unresolved = &claimed.digest;
+    let on_digest = |kind: EventKind, reason: String| KeyedEvent {
+        image_key: unresolved.subject(),
+        event: HistoryEvent::new(now, kind, &unresolved.source)
+            .with_reason(reason)
+            .with_digest(Some(&unresolved.digest)),
+    };
+    match settlement {
+        DigestSettlement::Resolved(targets) => {
+            let tags: Vec<&str> = targets.iter().map(|t| t.image.tag.as_str()).collect();
+            let summary = if tags.is_empty() {
+                "no tag the source's filter admits".to_string()
+            } else {
+                format!("tags: {}", tags.join(", "))
+            };
+            let per_tag = targets
+                .iter()
+                .zip(target_outcomes)
+                .map(|(target, outcome)| {
+                    let kind = match outcome {
+                        TargetOutcome::Accepted => EventKind::Accepted,
+                        _ => EventKind::Duplicate,
+                    };
+                    KeyedEvent {
+                        image_key: target.image.to_string(),
+                        event: HistoryEvent::new(now, kind, &unresolved.source)
+                            .with_reason("resolved")
+                            .with_digest(Some(&unresolved.digest)),
+                    }
+                });
+            std::iter::once(on_digest(EventKind::Resolved, summary))
+                .chain(per_tag)
+                .collect()
+        }
+        DigestSettlement::AskAgain { .. } => Vec::new(),
+        DigestSettlement::Drop { reason } => {
+            vec![on_digest(EventKind::Dropped, reason.to_string())]
+        }
+        DigestSettlement::DeadLetter(cause) => {
+            let reason = match &cause.error_code {
+                Some(code) => format!("SWR {code}: {}", cause.error_msg),
+                None => format!("SWR: {}", cause.error_msg),
+            };
+            vec![on_digest(EventKind::DeadLetter, reason)]
+        }
+    }
 }
 
 /// HSS's 2xx answer to a batch: what `scanned` events record.
@@ -422,6 +525,7 @@ mod tests {
             partition: crate::store::conformance::partition("i-1"),
             image: ImageRef::new("team-a", "api", "1"),
             instance_url: None,
+            digest: Some("sha256:cd".into()),
         };
         let ignored = IgnoredImage {
             subject: parse("team-a/api@sha256:ab").expect("digest"),
@@ -452,12 +556,12 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("team-a/api:1", EventKind::Accepted, None, None),
+                ("team-a/api:1", EventKind::Accepted, None, Some("sha256:cd")),
                 (
                     "team-a/api:1",
                     EventKind::Duplicate,
                     Some("redelivery"),
-                    None
+                    Some("sha256:cd")
                 ),
                 (
                     "team-a/api@sha256:ab",

@@ -5,24 +5,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::DeliveryKey;
-
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::history::{
     ADMIN_SOURCE, Arrival, EventKind, HistoryEvent, HistorySubject, KeyedEvent, RetryCause,
-    ScanReceipt, TargetOutcome, arrival_events,
+    ScanReceipt, TargetOutcome, arrival_events, digest_requeued_event, digest_settled_events,
+    digests_queued_events,
 };
 use super::{
-    BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, EnqueueCounts, Enqueued,
-    Millis, PendingImage, Store, StoreError, StoreStats,
+    BatchImage, BatchPolicy, ClaimedBatch, ClaimedDigest, DeadLetter, DeadLetterCause, DeliveryKey,
+    DigestQueue, DigestSettlement, EnqueueCounts, Enqueued, Millis, PendingImage, Store,
+    StoreError, StoreStats, UnresolvedDigest, WaitingDigest,
 };
 use crate::domain::{ImageRef, Partition, ScanTarget};
+
+mod poll_state;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    poll: poll_state::PollTables,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +38,21 @@ struct State {
     deliveries: HashMap<DeliveryKey, Millis>,
     /// Image key → its events, oldest first.
     history: HashMap<String, Vec<HistoryEvent>>,
+    /// Digest-only pushes waiting for resolution, by id.
+    digests: BTreeMap<i64, DigestRow>,
+}
+
+#[derive(Debug, Clone)]
+struct DigestRow {
+    digest: UnresolvedDigest,
+    enqueued_at: Millis,
+    /// The lease end while leased, else when it may be asked.
+    next_attempt_at: Millis,
+    owner: Option<String>,
+    claims: u32,
+    untagged_answers: u32,
+    failures: u32,
+    last_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +61,7 @@ struct Row {
     partition: Partition,
     image: ImageRef,
     instance_url: Option<String>,
+    digest: Option<String>,
     enqueued_at: Millis,
     batch_id: Option<i64>,
 }
@@ -77,6 +96,7 @@ impl State {
                 partition: target.partition.clone(),
                 image: target.image.clone(),
                 instance_url: target.instance_url.clone(),
+                digest: target.digest.clone(),
                 enqueued_at: now,
                 batch_id: None,
             },
@@ -91,7 +111,7 @@ impl State {
             .map(|row| BatchImage {
                 image: row.image.clone(),
                 instance_url: row.instance_url.clone(),
-                digest: None,
+                digest: row.digest.clone(),
             })
             .collect()
     }
@@ -105,7 +125,8 @@ impl State {
         }
     }
 
-    /// Records one event per image of the batch, each naming its own source.
+    /// Records one event per image of the batch, each naming its own source
+    /// (and its digest, when known).
     fn record_batch(&mut self, batch_id: i64, event: &HistoryEvent) {
         let events: Vec<KeyedEvent> = self
             .images
@@ -115,6 +136,7 @@ impl State {
                 image_key: row.image.to_string(),
                 event: HistoryEvent {
                     source: row.source.clone(),
+                    digest: event.digest.clone().or_else(|| row.digest.clone()),
                     ..event.clone()
                 },
             })
@@ -145,6 +167,28 @@ impl State {
         };
         self.record_batch(batch_id, &sent);
         Some(claimed)
+    }
+
+    /// Queues a digest unless the same one already waits; `true` when added.
+    fn insert_digest(&mut self, digest: &UnresolvedDigest, now: Millis) -> bool {
+        if self.digests.values().any(|row| row.digest == *digest) {
+            return false;
+        }
+        let id = self.next_id();
+        self.digests.insert(
+            id,
+            DigestRow {
+                digest: digest.clone(),
+                enqueued_at: now,
+                next_attempt_at: now,
+                owner: None,
+                claims: 0,
+                untagged_answers: 0,
+                failures: 0,
+                last_error: None,
+            },
+        );
+        true
     }
 
     /// Unbatched images per partition: (count, oldest enqueue time).
@@ -349,6 +393,7 @@ impl Store for MemoryStore {
                 id,
                 partition: stored.partition,
                 images,
+                unresolved: None,
                 cause: cause.clone(),
                 attempts: stored.attempts,
                 failed_at: now,
@@ -366,6 +411,7 @@ impl Store for MemoryStore {
                 partition: row.partition.clone(),
                 image: row.image.clone(),
                 instance_url: row.instance_url.clone(),
+                digest: row.digest.clone(),
                 enqueued_at: row.enqueued_at,
                 batch_id: row.batch_id,
             })
@@ -396,11 +442,20 @@ impl Store for MemoryStore {
             return Ok(None);
         };
         let mut counts = EnqueueCounts::default();
+        if let Some(digest) = &letter.unresolved {
+            if state.insert_digest(digest, now) {
+                counts.accepted += 1;
+                state.record([digest_requeued_event(digest, now)]);
+            } else {
+                counts.duplicates += 1;
+            }
+        }
         for image in &letter.images {
             let target = ScanTarget {
                 partition: letter.partition.clone(),
                 image: image.image.clone(),
                 instance_url: image.instance_url.clone(),
+                digest: image.digest.clone(),
             };
             let kind = if state.insert_unbatched(ADMIN_SOURCE, &target, now) {
                 counts.accepted += 1;
@@ -462,6 +517,171 @@ impl Store for MemoryStore {
         }
         state.history.retain(|_, events| !events.is_empty());
         Ok(pruned as u64)
+    }
+}
+
+#[async_trait]
+impl DigestQueue for MemoryStore {
+    async fn enqueue_digests(
+        &self,
+        delivery: Option<&DeliveryKey>,
+        digests: &[UnresolvedDigest],
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        let mut state = self.state.lock().await;
+        if delivery.is_some_and(|key| state.deliveries.contains_key(key)) {
+            let outcomes = vec![TargetOutcome::Redelivery; digests.len()];
+            state.record(digests_queued_events(digests, &outcomes, now));
+            return Ok(Enqueued::DuplicateDelivery);
+        }
+        let mut counts = EnqueueCounts::default();
+        let mut outcomes = Vec::with_capacity(digests.len());
+        for digest in digests {
+            if state.insert_digest(digest, now) {
+                counts.accepted += 1;
+                outcomes.push(TargetOutcome::Accepted);
+            } else {
+                counts.duplicates += 1;
+                outcomes.push(TargetOutcome::Duplicate);
+            }
+        }
+        state.record(digests_queued_events(digests, &outcomes, now));
+        Ok(Enqueued::Stored(counts))
+    }
+
+    async fn claim_digest(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+    ) -> Result<Option<ClaimedDigest>, StoreError> {
+        let mut state = self.state.lock().await;
+        let due = state
+            .digests
+            .iter()
+            .filter(|(_, row)| row.next_attempt_at <= now)
+            .min_by_key(|(id, row)| (row.next_attempt_at, **id))
+            .map(|(id, _)| *id);
+        let Some(id) = due else {
+            return Ok(None);
+        };
+        let Some(row) = state.digests.get_mut(&id) else {
+            return Ok(None);
+        };
+        row.owner = Some(owner.to_string());
+        row.claims += 1;
+        row.next_attempt_at = now + lease_ms;
+        Ok(Some(ClaimedDigest {
+            id,
+            owner: owner.to_string(),
+            claim: row.claims,
+            lease_until: row.next_attempt_at,
+            digest: row.digest.clone(),
+            untagged_answers: row.untagged_answers,
+            failures: row.failures,
+            enqueued_at: row.enqueued_at,
+        }))
+    }
+
+    async fn next_digest_due(&self) -> Result<Option<Millis>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state.digests.values().map(|row| row.next_attempt_at).min())
+    }
+
+    async fn settle_digest(
+        &self,
+        claimed: &ClaimedDigest,
+        settlement: DigestSettlement,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let holds_lease = state.digests.get(&claimed.id).is_some_and(|row| {
+            row.owner.as_deref() == Some(claimed.owner.as_str()) && row.claims == claimed.claim
+        });
+        if !holds_lease {
+            return Ok(false);
+        }
+        let mut outcomes = Vec::new();
+        let events_of = |outcomes: &[TargetOutcome], settlement: &DigestSettlement| {
+            digest_settled_events(claimed, settlement, outcomes, now)
+        };
+        let events = match settlement {
+            DigestSettlement::Resolved(targets) => {
+                state.digests.remove(&claimed.id);
+                for target in &targets {
+                    outcomes.push(
+                        if state.insert_unbatched(&claimed.digest.source, target, now) {
+                            TargetOutcome::Accepted
+                        } else {
+                            TargetOutcome::Duplicate
+                        },
+                    );
+                }
+                events_of(&outcomes, &DigestSettlement::Resolved(targets))
+            }
+            DigestSettlement::AskAgain {
+                not_before,
+                untagged_answers,
+                failures,
+                last_error,
+            } => {
+                if let Some(row) = state.digests.get_mut(&claimed.id) {
+                    row.owner = None;
+                    row.next_attempt_at = not_before;
+                    row.untagged_answers = untagged_answers;
+                    row.failures = failures;
+                    row.last_error = Some(last_error);
+                }
+                Vec::new()
+            }
+            DigestSettlement::Drop { reason } => {
+                state.digests.remove(&claimed.id);
+                events_of(&[], &DigestSettlement::Drop { reason })
+            }
+            DigestSettlement::DeadLetter(cause) => {
+                let Some(row) = state.digests.remove(&claimed.id) else {
+                    return Ok(false);
+                };
+                let events = events_of(&[], &DigestSettlement::DeadLetter(cause.clone()));
+                let id = state.next_id();
+                state.dead_letters.insert(
+                    id,
+                    DeadLetter {
+                        id,
+                        partition: row.digest.partition.clone(),
+                        images: Vec::new(),
+                        unresolved: Some(row.digest),
+                        cause,
+                        attempts: row.claims,
+                        failed_at: now,
+                    },
+                );
+                events
+            }
+        };
+        state.record(events);
+        Ok(true)
+    }
+
+    async fn waiting_digests(&self, limit: usize) -> Result<Vec<WaitingDigest>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .digests
+            .values()
+            .take(limit)
+            .map(|row| WaitingDigest {
+                digest: row.digest.clone(),
+                enqueued_at: row.enqueued_at,
+                next_attempt_at: row.next_attempt_at,
+                untagged_answers: row.untagged_answers,
+                failures: row.failures,
+                last_error: row.last_error.clone(),
+            })
+            .collect())
+    }
+
+    async fn digests_resolving(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().await.digests.len() as u64)
     }
 }
 

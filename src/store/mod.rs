@@ -27,17 +27,23 @@ pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+pub mod digest_queue;
 pub mod history;
 pub mod memory;
+pub mod poll_state;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 mod stored_image;
 
+pub use digest_queue::{
+    ClaimedDigest, DigestQueue, DigestSettlement, UnresolvedDigest, WaitingDigest,
+};
 pub use history::{
     Arrival, EventKind, HistoryEvent, HistorySubject, IgnoredImage, RetryCause, ScanReceipt,
 };
 pub use memory::MemoryStore;
+pub use poll_state::PollStateStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -138,6 +144,7 @@ pub struct PendingImage {
     pub partition: Partition,
     pub image: ImageRef,
     pub instance_url: Option<String>,
+    pub digest: Option<String>,
     pub enqueued_at: Millis,
     /// The batch carrying it, when one was claimed.
     pub batch_id: Option<i64>,
@@ -147,7 +154,12 @@ pub struct PendingImage {
 pub struct DeadLetter {
     pub id: i64,
     pub partition: Partition,
+    /// Empty for a digest SWR refused to resolve (see `unresolved`).
     pub images: Vec<BatchImage>,
+    /// A digest-only push whose resolution SWR refused for good; retrying
+    /// the dead letter queues the resolution again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<UnresolvedDigest>,
     pub cause: DeadLetterCause,
     pub attempts: u32,
     pub failed_at: Millis,
@@ -163,8 +175,9 @@ pub struct StoreStats {
     pub dead_letters: u64,
 }
 
+/// Every backend also keeps the poll sources' state ([`PollStateStore`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DigestQueue + PollStateStore + Send + Sync + 'static {
     /// Creates or upgrades the schema; safe when several replicas start at once.
     async fn migrate(&self) -> Result<(), StoreError>;
 
@@ -252,8 +265,9 @@ pub trait Store: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
 
     /// Puts a dead letter's images back in the queue (as if pushed at `now`,
-    /// by source `admin`) and removes the dead letter. `None` when no such
-    /// dead letter exists.
+    /// by source `admin`), or its digest back among those waiting for
+    /// resolution (counted in `accepted`), and removes the dead letter.
+    /// `None` when no such dead letter exists.
     async fn retry_dead_letter(
         &self,
         id: i64,

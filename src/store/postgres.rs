@@ -24,6 +24,7 @@ use tokio_postgres::types::Json;
 
 use super::history::{
     ADMIN_SOURCE, EventKind, HistoryEvent, KeyedEvent, TargetOutcome, arrival_events,
+    digest_requeued_event,
 };
 use super::stored_image::StoredImage;
 use super::{
@@ -33,9 +34,11 @@ use super::{
 };
 use crate::domain::{ImageRef, ImageType, Partition};
 
+mod digests;
 mod errors;
 mod history;
 mod migrate;
+mod poll_state;
 mod pool;
 
 use errors::{from_pool, from_postgres};
@@ -126,7 +129,7 @@ fn partition_of(row: &Row) -> Result<Partition, StoreError> {
     })
 }
 
-/// Reads the `namespace`, `name`, `tag`, `instance_url` columns.
+/// Reads the `namespace`, `name`, `tag`, `instance_url`, `digest` columns.
 fn batch_image_of(row: &Row) -> Result<BatchImage, StoreError> {
     Ok(BatchImage {
         image: ImageRef::new(
@@ -135,8 +138,7 @@ fn batch_image_of(row: &Row) -> Result<BatchImage, StoreError> {
             get::<String>(row, "tag")?,
         ),
         instance_url: get(row, "instance_url")?,
-        // No digest column yet: the store does not carry digests.
-        digest: None,
+        digest: get(row, "digest")?,
     })
 }
 
@@ -163,14 +165,15 @@ async fn insert_unbatched(
     client: &impl GenericClient,
     source: &str,
     partition: &Partition,
-    images: &[(&ImageRef, Option<&str>)],
+    images: &[(&ImageRef, Option<&str>, Option<&str>)],
     now: Millis,
 ) -> Result<Vec<TargetOutcome>, StoreError> {
     let insert = client
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, source)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest,
+                 source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )
@@ -178,7 +181,7 @@ async fn insert_unbatched(
         .map_err(from_postgres)?;
     let partition_key = partition.key();
     let mut outcomes = Vec::with_capacity(images.len());
-    for (image, instance_url) in images {
+    for (image, instance_url, digest) in images {
         let inserted = client
             .execute(
                 &insert,
@@ -192,6 +195,7 @@ async fn insert_unbatched(
                     &image.tag,
                     &instance_url,
                     &now,
+                    &digest,
                     &source,
                 ],
             )
@@ -224,7 +228,7 @@ async fn images_of_batch(
 ) -> Result<Vec<BatchImage>, StoreError> {
     let select = client
         .prepare_cached(
-            "SELECT namespace, name, tag, instance_url FROM pending_images
+            "SELECT namespace, name, tag, instance_url, digest FROM pending_images
              WHERE batch_id = $1 ORDER BY enqueued_at, id",
         )
         .await
@@ -326,7 +330,7 @@ async fn form_batch(
     let oldest_unbatched = tx
         .prepare_cached(
             "SELECT id, image_type, instance_id, enterprise_project_id,
-                    namespace, name, tag, instance_url, enqueued_at
+                    namespace, name, tag, instance_url, digest, enqueued_at
              FROM pending_images
              WHERE batch_id IS NULL AND partition_key = $1
              ORDER BY enqueued_at, id
@@ -461,7 +465,11 @@ impl Store for PostgresStore {
                     &tx,
                     arrival.source,
                     &target.partition,
-                    &[(&target.image, target.instance_url.as_deref())],
+                    &[(
+                        &target.image,
+                        target.instance_url.as_deref(),
+                        target.digest.as_deref(),
+                    )],
                     now,
                 )
                 .await?;
@@ -662,7 +670,7 @@ impl Store for PostgresStore {
             client
                 .query(
                     "SELECT image_type, instance_id, enterprise_project_id, namespace, name,
-                            tag, instance_url, enqueued_at, batch_id
+                            tag, instance_url, digest, enqueued_at, batch_id
                      FROM pending_images ORDER BY enqueued_at, id LIMIT $1",
                     &[&as_bigint(limit)],
                 )
@@ -673,12 +681,13 @@ impl Store for PostgresStore {
                     let BatchImage {
                         image,
                         instance_url,
-                        ..
+                        digest,
                     } = batch_image_of(row)?;
                     Ok(PendingImage {
                         partition: partition_of(row)?,
                         image,
                         instance_url,
+                        digest,
                         enqueued_at: get(row, "enqueued_at")?,
                         batch_id: get(row, "batch_id")?,
                     })
@@ -694,7 +703,8 @@ impl Store for PostgresStore {
             client
                 .query(
                     "SELECT id, image_type, instance_id, enterprise_project_id, images,
-                            http_status, error_code, error_msg, request_id, attempts, failed_at
+                            http_status, error_code, error_msg, request_id, attempts, failed_at,
+                            unresolved
                      FROM dead_letters ORDER BY id DESC LIMIT $1",
                     &[&as_bigint(limit)],
                 )
@@ -715,6 +725,7 @@ impl Store for PostgresStore {
                         id: get(row, "id")?,
                         partition: partition_of(row)?,
                         images: images.into_iter().map(BatchImage::from).collect(),
+                        unresolved: digests::unresolved_of(row)?,
                         cause: DeadLetterCause {
                             http_status,
                             error_code: get(row, "error_code")?,
@@ -741,7 +752,7 @@ impl Store for PostgresStore {
             let Some(letter) = tx
                 .query_opt(
                     "DELETE FROM dead_letters WHERE id = $1
-                     RETURNING image_type, instance_id, enterprise_project_id, images",
+                     RETURNING image_type, instance_id, enterprise_project_id, images, unresolved",
                     &[&id],
                 )
                 .await
@@ -753,15 +764,21 @@ impl Store for PostgresStore {
             let partition = partition_of(&letter)?;
             let Json(images) = get::<Json<Vec<StoredImage>>>(&letter, "images")?;
             let images: Vec<BatchImage> = images.into_iter().map(BatchImage::from).collect();
-            let images: Vec<(&ImageRef, Option<&str>)> = images
+            let images: Vec<(&ImageRef, Option<&str>, Option<&str>)> = images
                 .iter()
-                .map(|image| (&image.image, image.instance_url.as_deref()))
+                .map(|image| {
+                    (
+                        &image.image,
+                        image.instance_url.as_deref(),
+                        image.digest.as_deref(),
+                    )
+                })
                 .collect();
             let outcomes = insert_unbatched(&tx, ADMIN_SOURCE, &partition, &images, now).await?;
-            let requeued: Vec<KeyedEvent> = images
+            let mut requeued: Vec<KeyedEvent> = images
                 .iter()
                 .zip(&outcomes)
-                .map(|((image, _), outcome)| KeyedEvent {
+                .map(|((image, _, _), outcome)| KeyedEvent {
                     image_key: image.to_string(),
                     event: HistoryEvent::requeued(
                         now,
@@ -772,8 +789,16 @@ impl Store for PostgresStore {
                     ),
                 })
                 .collect();
+            let mut counts = counts_of(&outcomes);
+            if let Some(digest) = digests::unresolved_of(&letter)? {
+                if digests::insert_digest(&tx, &digest, now).await? {
+                    counts.accepted += 1;
+                    requeued.push(digest_requeued_event(&digest, now));
+                } else {
+                    counts.duplicates += 1;
+                }
+            }
             history::record(&tx, &requeued).await?;
-            let counts = counts_of(&outcomes);
             tx.commit().await.map_err(from_postgres)?;
             tracing::info!(
                 dead_letter_id = id,

@@ -12,6 +12,9 @@ pub(crate) struct StoredImage {
     name: String,
     tag: String,
     instance_url: Option<String>,
+    /// Absent in dead letters written before digests were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
 }
 
 impl From<&BatchImage> for StoredImage {
@@ -21,6 +24,7 @@ impl From<&BatchImage> for StoredImage {
             name: image.image.name.clone(),
             tag: image.image.tag.clone(),
             instance_url: image.instance_url.clone(),
+            digest: image.digest.clone(),
         }
     }
 }
@@ -30,7 +34,7 @@ impl From<StoredImage> for BatchImage {
         BatchImage {
             image: ImageRef::new(image.namespace, image.name, image.tag),
             instance_url: image.instance_url,
-            digest: None,
+            digest: image.digest,
         }
     }
 }

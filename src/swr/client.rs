@@ -337,7 +337,7 @@ impl SwrClient {
             }
         }
         if !(200..300).contains(&status) {
-            let (error_code, error_msg) = parse_error_body(&body);
+            let (error_code, error_msg) = parse_swr_error_body(&body);
             return Err(SwrError::Status {
                 operation,
                 status,
@@ -362,6 +362,36 @@ impl SwrClient {
     }
 }
 
+/// SWR's own error bodies, `{"errorCode", "errorMessage"}` or a list of them
+/// (the API reference's format), else what the gateway and other Huawei APIs
+/// answer (`error_code`/`error_msg`, or the raw text).
+fn parse_swr_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SwrErrorBody {
+        error_code: Option<String>,
+        error_message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        One(SwrErrorBody),
+        List(Vec<SwrErrorBody>),
+    }
+    let first = match serde_json::from_slice::<Shape>(body) {
+        Ok(Shape::One(error)) => Some(error),
+        Ok(Shape::List(errors)) => errors.into_iter().next(),
+        Err(_) => None,
+    };
+    match first {
+        Some(SwrErrorBody {
+            error_code,
+            error_message,
+        }) if error_code.is_some() || error_message.is_some() => (error_code, error_message),
+        _ => parse_error_body(body),
+    }
+}
+
 /// `items 0-99/1234` → 1234 (SWR's paged lists name their total this way).
 fn content_range_total(value: &str) -> Option<u64> {
     value.rsplit_once('/')?.1.trim().parse().ok()
@@ -377,6 +407,25 @@ mod tests {
         assert_eq!(content_range_total("0-0/0"), Some(0));
         assert_eq!(content_range_total("items 0-99/*"), None);
         assert_eq!(content_range_total("garbage"), None);
+    }
+
+    #[test]
+    fn swr_error_bodies_are_read_in_every_shape() {
+        let expected = (
+            Some("SVCSTG.SWR.4030011".to_string()),
+            Some("no permission".to_string()),
+        );
+        for body in [
+            r#"[{"errorCode":"SVCSTG.SWR.4030011","errorMessage":"no permission","detail":""}]"#,
+            r#"{"errorCode":"SVCSTG.SWR.4030011","errorMessage":"no permission"}"#,
+            r#"{"error_code":"SVCSTG.SWR.4030011","error_msg":"no permission"}"#,
+        ] {
+            assert_eq!(parse_swr_error_body(body.as_bytes()), expected, "{body}");
+        }
+        assert_eq!(
+            parse_swr_error_body(b"upstream timed out"),
+            (None, Some("upstream timed out".to_string()))
+        );
     }
 
     #[test]

@@ -83,6 +83,11 @@ impl Reply {
     pub fn status_code(&self) -> u16 {
         self.status
     }
+
+    /// The answer itself, for other fakes that take scripted replies.
+    pub fn into_template(self) -> ResponseTemplate {
+        self.template
+    }
 }
 
 /// How the fake judged a request's credentials.
@@ -171,6 +176,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct HssCredentials(Arc<State>);
 
 impl HssCredentials {
+    /// Accepts nothing until credentials are allowed.
+    pub fn none() -> HssCredentials {
+        HssCredentials(Arc::default())
+    }
+
     /// Accepts signatures by `access_key`; with a security token, only when
     /// `X-Security-Token` carries it (and is signed).
     pub fn allow_access_key(
@@ -198,6 +208,12 @@ impl HssCredentials {
 
     pub fn revoke_token(&self, token: &str) {
         lock(&self.0.tokens).remove(token);
+    }
+
+    /// Judges a request to another Huawei API (the fake SWR) by the same
+    /// rules and credentials as the batch-scan requests.
+    pub fn judge(&self, request: &Request) -> Verdict {
+        judge(&self.0, request)
     }
 }
 
@@ -710,7 +726,7 @@ fn sdk_escape(raw: &str) -> String {
     out
 }
 
-fn unescape(escaped: &str) -> String {
+pub fn unescape(escaped: &str) -> String {
     let bytes = escaped.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -733,10 +749,13 @@ fn unescape(escaped: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// As APIG's own signers build it: the path decoded as a whole, then split
+/// at `/` and each piece escaped. A `%2F` inside a segment (SWR repositories
+/// such as `payments/api`) is thus signed as a `/`.
 fn canonical_path(path: &str) -> String {
-    let mut canonical: String = path
+    let mut canonical: String = unescape(path)
         .split('/')
-        .map(|segment| sdk_escape(&unescape(segment)))
+        .map(sdk_escape)
         .collect::<Vec<_>>()
         .join("/");
     if !canonical.ends_with('/') {
@@ -745,7 +764,7 @@ fn canonical_path(path: &str) -> String {
     canonical
 }
 
-fn parse_query(query: &str) -> Vec<(String, String)> {
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

@@ -7,6 +7,8 @@
 
 pub mod fake_hss;
 pub mod fake_issuers;
+pub mod fake_swr;
+pub mod fake_swr_basic;
 pub mod helpers;
 pub mod ops;
 pub mod postgres_support;

@@ -1,11 +1,12 @@
 //! The Docker/OCI registry (distribution) notification envelope
-//! `{"events": [...]}`: each `push` with a `target.tag` is an image.
+//! `{"events": [...]}`: each `push` with a `target.tag` is an image; one
+//! with only a `target.digest` is a digest-only push.
 
 use serde::Deserialize;
 
 use super::json::{self, Field, JsonObject, JsonPath, Problem, ROOT, Text};
 use super::reference;
-use super::{IgnoreReason, Ignored, ParsedWebhook, PayloadError, PushedImage};
+use super::{IgnoreReason, Ignored, ParsedWebhook, PayloadError, PushedDigest, PushedImage};
 use crate::domain::ImageRef;
 
 const FORMAT: &str = "distribution";
@@ -112,24 +113,31 @@ fn read_event(
         .optional(&tag_path)?
         .map(AsRef::as_ref)
         .filter(|tag: &&str| !tag.is_empty());
+    let digest_path = target_path.key("digest");
     let digest = target
         .digest
-        .optional(&target_path.key("digest"))?
+        .optional(&digest_path)?
         .map(AsRef::as_ref)
         .filter(|digest: &&str| !digest.is_empty());
+    if let Some(digest) = digest {
+        reference::check_digest(digest, &digest_path)?;
+    }
     match (tag, digest) {
-        (Some(tag), _) => {
+        (Some(tag), digest) => {
             reference::check_tag(tag, &tag_path)?;
             let registry_host = registry_host(event, at)?;
             parsed.images.push(PushedImage {
                 image: ImageRef::new(namespace, name, tag),
+                digest: digest.map(str::to_string),
                 registry_host,
             });
         }
-        // Layer blobs and manifests pushed by digest alone: nothing to name by tag.
-        (None, Some(digest)) => parsed.ignored.push(Ignored {
-            reason: IgnoreReason::PushByDigest,
-            subject: format!("{repository}@{digest}"),
+        // Manifests pushed by digest alone: only the registry knows their tags.
+        (None, Some(digest)) => parsed.digest_only.push(PushedDigest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            digest: digest.to_string(),
+            registry_host: registry_host(event, at)?,
         }),
         (None, None) => parsed.ignored.push(Ignored {
             reason: IgnoreReason::Untagged,

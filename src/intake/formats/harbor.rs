@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::json::{self, Field, JsonObject, JsonPath, Problem, ROOT, Text};
 use super::reference;
-use super::{IgnoreReason, Ignored, ParsedWebhook, PayloadError, PushedImage};
+use super::{IgnoreReason, Ignored, ParsedWebhook, PayloadError, PushedDigest, PushedImage};
 use crate::domain::ImageRef;
 
 const FORMAT: &str = "harbor";
@@ -85,8 +85,9 @@ fn read(envelope: &Envelope<'_>) -> Result<ParsedWebhook, Problem> {
 }
 
 /// Adds the images of a push event's `data` (found at `at`) to `parsed`: one
-/// per resource with a tag, for every entry of `resources` (a push of several
-/// tags at once lists each); resources without one are ignored with a reason.
+/// per resource with a tag, a digest-only push per resource named by digest
+/// alone, for every entry of `resources` (a push of several tags at once lists
+/// each); resources with neither are ignored with a reason.
 pub(super) fn collect_push(
     data: &EventData<'_>,
     at: &JsonPath<'_>,
@@ -101,34 +102,48 @@ pub(super) fn collect_push(
         let resource = resource.required(&resource_path)?;
         // Go's encoder writes unset strings as "": an empty tag is no tag.
         let tag = non_empty(resource.tag.optional(&resource_path.key("tag"))?);
-        let digest = non_empty(resource.digest.optional(&resource_path.key("digest"))?);
+        let digest_path = resource_path.key("digest");
+        let digest = non_empty(resource.digest.optional(&digest_path)?);
+        if let Some(digest) = digest {
+            reference::check_digest(digest, &digest_path)?;
+        }
+        let url_path = resource_path.key("resource_url");
+        let registry_host = || -> Result<Option<String>, Problem> {
+            match resource
+                .resource_url
+                .optional(&url_path)?
+                .and_then(|url| reference::host_of_resource_url(url))
+            {
+                Some(host) => {
+                    reference::check_host(host, &url_path)?;
+                    Ok(Some(host.to_string()))
+                }
+                None => Ok(None),
+            }
+        };
         match (tag, digest) {
-            (Some(tag), _) if reference::is_digest(tag) => parsed.ignored.push(Ignored {
-                reason: IgnoreReason::PushByDigest,
-                subject: format!("{namespace}/{name}@{tag}"),
-            }),
-            (Some(tag), _) => {
+            // Harbor writes the digest into `tag` for pushes by digest.
+            (Some(tag), digest) if reference::is_digest(tag) => {
+                parsed.digest_only.push(PushedDigest {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    digest: digest.unwrap_or(tag).to_string(),
+                    registry_host: registry_host()?,
+                })
+            }
+            (Some(tag), digest) => {
                 reference::check_tag(tag, &resource_path.key("tag"))?;
-                let url_path = resource_path.key("resource_url");
-                let registry_host = match resource
-                    .resource_url
-                    .optional(&url_path)?
-                    .and_then(|url| reference::host_of_resource_url(url))
-                {
-                    Some(host) => {
-                        reference::check_host(host, &url_path)?;
-                        Some(host.to_string())
-                    }
-                    None => None,
-                };
                 parsed.images.push(PushedImage {
                     image: ImageRef::new(namespace, name, tag),
-                    registry_host,
+                    digest: digest.map(str::to_string),
+                    registry_host: registry_host()?,
                 });
             }
-            (None, Some(digest)) => parsed.ignored.push(Ignored {
-                reason: IgnoreReason::PushByDigest,
-                subject: format!("{namespace}/{name}@{digest}"),
+            (None, Some(digest)) => parsed.digest_only.push(PushedDigest {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                digest: digest.to_string(),
+                registry_host: registry_host()?,
             }),
             (None, None) => parsed.ignored.push(Ignored {
                 reason: IgnoreReason::Untagged,

@@ -11,7 +11,7 @@ pub mod cloudevents;
 pub mod distribution;
 pub mod harbor;
 mod json;
-mod reference;
+pub(crate) mod reference;
 
 #[cfg(test)]
 mod proptests;
@@ -25,6 +25,8 @@ pub struct ParsedWebhook {
     /// (CloudEvents `id`); used to answer redeliveries as duplicates.
     pub delivery_id: Option<String>,
     pub images: Vec<PushedImage>,
+    /// Manifests pushed by digest alone: no tag names them yet.
+    pub digest_only: Vec<PushedDigest>,
     pub ignored: Vec<Ignored>,
 }
 
@@ -32,9 +34,32 @@ pub struct ParsedWebhook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushedImage {
     pub image: ImageRef,
+    /// The manifest digest the push named, when it named one.
+    pub digest: Option<String>,
     /// Registry host taken from the payload (`resource_url`, `request.host`);
     /// the default `instance_url` for instance images.
     pub registry_host: Option<String>,
+}
+
+/// A manifest the webhook reports as pushed by digest only (Harbor `tag`
+/// empty or itself a digest; a distribution target without a tag). Its tags
+/// are only known to the registry, so it is either resolved through SWR EE or
+/// ignored with [`IgnoreReason::PushByDigest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedDigest {
+    pub namespace: String,
+    pub name: String,
+    /// `algorithm:encoded`, checked by the OCI digest grammar.
+    pub digest: String,
+    /// As for [`PushedImage::registry_host`].
+    pub registry_host: Option<String>,
+}
+
+impl PushedDigest {
+    /// `namespace/name@digest`, how logs and answers name it.
+    pub fn subject(&self) -> String {
+        format!("{}/{}@{}", self.namespace, self.name, self.digest)
+    }
 }
 
 /// Something in the webhook that is deliberately not scanned.
@@ -50,7 +75,8 @@ pub struct Ignored {
 pub enum IgnoreReason {
     /// The event is not an image push (delete, pull, scan finished, …).
     NotAPush,
-    /// Pushed by digest only: HSS scans by tag, so there is nothing to name.
+    /// Pushed by digest only and the source does not resolve digests
+    /// (`resolve_digests = false`): HSS scans by tag, so there is nothing to name.
     PushByDigest,
     /// A push without any tag or digest (e.g. a blob upload).
     Untagged,

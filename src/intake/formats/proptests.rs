@@ -6,7 +6,9 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::reference::{MAX_REPOSITORY_LEN, is_valid_component, is_valid_name, is_valid_tag};
+use super::reference::{
+    MAX_REPOSITORY_LEN, is_digest, is_valid_component, is_valid_name, is_valid_tag,
+};
 use super::*;
 use crate::config::PayloadFormat;
 
@@ -37,7 +39,11 @@ fn images_are_valid(parsed: &ParsedWebhook) -> Result<(), TestCaseError> {
         prop_assert!(is_valid_component(&image.namespace), "{image}");
         prop_assert!(is_valid_name(&image.name), "{image}");
         prop_assert!(is_valid_tag(&image.tag), "{image}");
+        prop_assert!(!is_digest(&image.tag), "{image}");
         prop_assert!(image.namespace.len() + 1 + image.name.len() <= MAX_REPOSITORY_LEN);
+        if let Some(digest) = &pushed.digest {
+            prop_assert!(is_digest(digest), "{digest}");
+        }
         if let Some(host) = &pushed.registry_host {
             prop_assert!(!host.is_empty() && !host.contains('/') && !host.contains(' '));
         }
@@ -235,10 +241,159 @@ proptest! {
             .iter()
             .map(|tag| PushedImage {
                 image: ImageRef::new(namespace.clone(), name.clone(), tag.clone()),
+                digest: None,
                 registry_host: Some("reg.example".into()),
             })
             .collect();
         prop_assert_eq!(parsed.images, expected);
         prop_assert!(parsed.ignored.is_empty());
+    }
+}
+
+/// A digest as registries write them (sha256, sometimes sha512).
+fn digest() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9a-f]{64}".prop_map(|hex| format!("sha256:{hex}")),
+        "[0-9a-f]{128}".prop_map(|hex| format!("sha512:{hex}")),
+    ]
+}
+
+/// What a resource or target may say about its tag: nothing, an empty
+/// string, a digest (Harbor's push by digest), or a real tag.
+#[derive(Debug, Clone)]
+enum TagField {
+    Absent,
+    Empty,
+    Digest(String),
+    Tag(String),
+}
+
+fn tag_field() -> impl Strategy<Value = TagField> {
+    prop_oneof![
+        Just(TagField::Absent),
+        Just(TagField::Empty),
+        digest().prop_map(TagField::Digest),
+        "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}".prop_map(TagField::Tag),
+    ]
+}
+
+impl TagField {
+    fn write(&self, object: &mut serde_json::Map<String, Value>) {
+        match self {
+            TagField::Absent => {}
+            TagField::Empty => {
+                object.insert("tag".into(), Value::from(""));
+            }
+            TagField::Digest(value) | TagField::Tag(value) => {
+                object.insert("tag".into(), Value::from(value.as_str()));
+            }
+        }
+    }
+
+    /// True when this resource names its manifest by digest alone.
+    fn is_digest_only(&self, digest: Option<&String>) -> bool {
+        match self {
+            TagField::Digest(_) => true,
+            TagField::Absent | TagField::Empty => digest.is_some(),
+            TagField::Tag(_) => false,
+        }
+    }
+}
+
+/// Every digest-only resource comes out as a digest-only push, never as an
+/// image tagged with a digest, and tagged ones keep their digest.
+fn digest_only_pushes_are_kept_apart(
+    parsed: &ParsedWebhook,
+    resources: &[(TagField, Option<String>)],
+) -> Result<(), TestCaseError> {
+    images_are_valid(parsed)?;
+    let expected_digests: Vec<&str> = resources
+        .iter()
+        .filter(|(tag, digest)| tag.is_digest_only(digest.as_ref()))
+        .map(|(tag, digest)| match (tag, digest) {
+            (_, Some(digest)) => digest.as_str(),
+            (TagField::Digest(in_tag), None) => in_tag.as_str(),
+            _ => unreachable!("digest-only without a digest"),
+        })
+        .collect();
+    let digests: Vec<&str> = parsed
+        .digest_only
+        .iter()
+        .map(|pushed| pushed.digest.as_str())
+        .collect();
+    prop_assert_eq!(digests, expected_digests);
+    let expected_images: Vec<(&str, Option<&str>)> = resources
+        .iter()
+        .filter_map(|(tag, digest)| match tag {
+            TagField::Tag(tag) => Some((tag.as_str(), digest.as_deref())),
+            _ => None,
+        })
+        .collect();
+    let images: Vec<(&str, Option<&str>)> = parsed
+        .images
+        .iter()
+        .map(|pushed| (pushed.image.tag.as_str(), pushed.digest.as_deref()))
+        .collect();
+    prop_assert_eq!(images, expected_images);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn harbor_digest_only_resources_never_become_images(
+        resources in prop::collection::vec((tag_field(), prop::option::of(digest())), 1..6),
+    ) {
+        let json_resources: Vec<Value> = resources
+            .iter()
+            .map(|(tag, digest)| {
+                let mut object = serde_json::Map::new();
+                tag.write(&mut object);
+                if let Some(digest) = digest {
+                    object.insert("digest".into(), Value::from(digest.as_str()));
+                }
+                Value::Object(object)
+            })
+            .collect();
+        let data = serde_json::json!({
+            "resources": json_resources,
+            "repository": {"namespace": "team-a", "repo_full_name": "team-a/payments/api"},
+        });
+        let harbor_body = serde_json::json!({"type": "PUSH_ARTIFACT", "event_data": data});
+        let parsed = harbor::parse(&serde_json::to_vec(&harbor_body).unwrap()).unwrap();
+        digest_only_pushes_are_kept_apart(&parsed, &resources)?;
+        let cloudevent = serde_json::json!({"id": "e1", "type": "harbor.artifact.pushed", "data": data});
+        let parsed = cloudevents::parse(&serde_json::to_vec(&cloudevent).unwrap()).unwrap();
+        digest_only_pushes_are_kept_apart(&parsed, &resources)?;
+    }
+
+    #[test]
+    fn distribution_targets_without_a_tag_never_become_images(
+        targets in prop::collection::vec(
+            (
+                prop_oneof![
+                    Just(TagField::Absent),
+                    Just(TagField::Empty),
+                    "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}".prop_map(TagField::Tag),
+                ],
+                prop::option::of(digest()),
+            ),
+            1..6,
+        ),
+    ) {
+        let events: Vec<Value> = targets
+            .iter()
+            .map(|(tag, digest)| {
+                let mut target = serde_json::Map::new();
+                target.insert("repository".into(), Value::from("team-b/worker"));
+                tag.write(&mut target);
+                if let Some(digest) = digest {
+                    target.insert("digest".into(), Value::from(digest.as_str()));
+                }
+                serde_json::json!({"action": "push", "target": target})
+            })
+            .collect();
+        let body = serde_json::json!({"events": events});
+        let parsed = distribution::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        digest_only_pushes_are_kept_apart(&parsed, &targets)?;
     }
 }

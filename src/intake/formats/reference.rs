@@ -162,3 +162,21 @@ pub(crate) fn check_host(host: &str, path: &JsonPath<'_>) -> Result<(), Problem>
         ))
     }
 }
+
+/// Docker's limit on a digest's length is not written down; sha512 in hex is
+/// 135 characters, so this leaves room for any real algorithm.
+const MAX_DIGEST_LEN: usize = 255;
+
+pub(crate) fn check_digest(digest: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
+    if digest.len() <= MAX_DIGEST_LEN && is_digest(digest) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            path,
+            format!(
+                "{} is not a valid digest: algorithm:encoded, e.g. sha256: and 64 hex digits",
+                quote(digest)
+            ),
+        ))
+    }
+}

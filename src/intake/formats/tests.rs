@@ -16,6 +16,25 @@ fn sample(name: &str) -> Vec<u8> {
 fn image(namespace: &str, name: &str, tag: &str, host: Option<&str>) -> PushedImage {
     PushedImage {
         image: ImageRef::new(namespace, name, tag),
+        digest: None,
+        registry_host: host.map(str::to_string),
+    }
+}
+
+const DIGEST_9F: &str = "sha256:9f3d7a2c1b0e4d5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f";
+
+fn with_digest(image: PushedImage, digest: &str) -> PushedImage {
+    PushedImage {
+        digest: Some(digest.to_string()),
+        ..image
+    }
+}
+
+fn digest_only(namespace: &str, name: &str, digest: &str, host: Option<&str>) -> PushedDigest {
+    PushedDigest {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        digest: digest.to_string(),
         registry_host: host.map(str::to_string),
     }
 }
@@ -54,9 +73,10 @@ fn swr_ee_push_artifact_yields_both_tags_of_the_nested_repository() {
         ParsedWebhook {
             delivery_id: None,
             images: vec![
-                image("team-a", "payments/api", "v1.4.2", host),
-                image("team-a", "payments/api", "latest", host),
+                with_digest(image("team-a", "payments/api", "v1.4.2", host), DIGEST_9F),
+                with_digest(image("team-a", "payments/api", "latest", host), DIGEST_9F),
             ],
+            digest_only: vec![],
             ignored: vec![],
         }
     );
@@ -70,23 +90,27 @@ fn harbor_minimal_push_yields_one_image_without_host() {
         ParsedWebhook {
             delivery_id: None,
             images: vec![image("test", "openjdk", "8.8", None)],
+            digest_only: vec![],
             ignored: vec![],
         }
     );
 }
 
 #[test]
-fn harbor_push_by_digest_is_ignored() {
+fn harbor_push_by_digest_is_a_digest_only_push() {
     let parsed = harbor::parse(&sample("harbor-push-by-digest.json")).unwrap();
     assert_eq!(
         parsed,
         ParsedWebhook {
             delivery_id: None,
             images: vec![],
-            ignored: vec![ignored(
-                IgnoreReason::PushByDigest,
-                "test/openjdk@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+            digest_only: vec![digest_only(
+                "test",
+                "openjdk",
+                "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+                Some("ee-demo.swr.cn-north-4.myhuaweicloud.com"),
             )],
+            ignored: vec![],
         }
     );
 }
@@ -99,6 +123,7 @@ fn harbor_delete_is_not_a_push() {
         ParsedWebhook {
             delivery_id: None,
             images: vec![],
+            digest_only: vec![],
             ignored: vec![ignored(IgnoreReason::NotAPush, "DELETE_ARTIFACT")],
         }
     );
@@ -111,12 +136,11 @@ fn cloudevents_push_yields_the_image_and_its_delivery_id() {
         parsed,
         ParsedWebhook {
             delivery_id: Some("6f1c1f6e-0d7b-4c6e-9b8f-3a2d1c0b9a87".into()),
-            images: vec![image(
-                "library",
-                "nginx",
-                "2.0.1",
-                Some("harbor.example.internal")
+            images: vec![with_digest(
+                image("library", "nginx", "2.0.1", Some("harbor.example.internal")),
+                "sha256:3333333333333333333333333333333333333333333333333333333333333333",
             )],
+            digest_only: vec![],
             ignored: vec![],
         }
     );
@@ -129,19 +153,22 @@ fn distribution_notification_yields_only_the_tagged_push() {
         parsed,
         ParsedWebhook {
             delivery_id: None,
-            images: vec![image(
+            images: vec![with_digest(
+                image(
+                    "team-b",
+                    "worker",
+                    "2026.11.28",
+                    Some("registry.example.internal")
+                ),
+                "sha256:4444444444444444444444444444444444444444444444444444444444444444",
+            )],
+            digest_only: vec![digest_only(
                 "team-b",
                 "worker",
-                "2026.11.28",
-                Some("registry.example.internal")
+                "sha256:5555555555555555555555555555555555555555555555555555555555555555",
+                None,
             )],
-            ignored: vec![
-                ignored(IgnoreReason::NotAPush, "pull team-b/worker"),
-                ignored(
-                    IgnoreReason::PushByDigest,
-                    "team-b/worker@sha256:5555555555555555555555555555555555555555555555555555555555555555"
-                ),
-            ],
+            ignored: vec![ignored(IgnoreReason::NotAPush, "pull team-b/worker")],
         }
     );
 }
@@ -419,22 +446,52 @@ fn harbor_overlong_names_and_tags_are_refused_at_the_limit() {
 }
 
 #[test]
-fn harbor_resources_without_a_usable_tag_are_ignored_with_a_reason() {
+fn harbor_resources_without_a_usable_tag_are_digest_only_or_ignored() {
     let parsed = harbor::parse(&harbor_push(
-        r#"[{"tag":"v1"},{"digest":"sha256:abcd"},{"tag":"","digest":"sha256:ef01"},{},{"tag":null},{"tag":"sha512:0a0b"}]"#,
+        r#"[{"tag":"v1"},{"digest":"sha256:abcd"},{"tag":"","digest":"sha256:ef01"},{},{"tag":null},{"tag":"sha512:0a0b"},{"tag":"sha256:aa","digest":"sha256:bb"}]"#,
         OPENJDK,
     ))
     .unwrap();
     assert_eq!(parsed.images, vec![image("test", "openjdk", "v1", None)]);
     assert_eq!(
+        parsed.digest_only,
+        vec![
+            digest_only("test", "openjdk", "sha256:abcd", None),
+            digest_only("test", "openjdk", "sha256:ef01", None),
+            digest_only("test", "openjdk", "sha512:0a0b", None),
+            // The resource's own digest wins over the one Harbor wrote in `tag`.
+            digest_only("test", "openjdk", "sha256:bb", None),
+        ]
+    );
+    assert_eq!(
         parsed.ignored,
         vec![
-            ignored(IgnoreReason::PushByDigest, "test/openjdk@sha256:abcd"),
-            ignored(IgnoreReason::PushByDigest, "test/openjdk@sha256:ef01"),
             ignored(IgnoreReason::Untagged, "test/openjdk"),
             ignored(IgnoreReason::Untagged, "test/openjdk"),
-            ignored(IgnoreReason::PushByDigest, "test/openjdk@sha512:0a0b"),
         ]
+    );
+}
+
+#[test]
+fn a_digest_that_is_not_one_is_a_precise_error() {
+    assert_eq!(
+        harbor::parse(&harbor_push(
+            r#"[{"tag":"v1","digest":"md5 abc"}]"#,
+            OPENJDK
+        )),
+        Err(shape(
+            "harbor",
+            r#"event_data.resources[0].digest: "md5 abc" is not a valid digest: algorithm:encoded, e.g. sha256: and 64 hex digits"#
+        ))
+    );
+    assert_eq!(
+        distribution::parse(
+            br#"{"events":[{"action":"push","target":{"repository":"a/b","digest":"nope"}}]}"#
+        ),
+        Err(shape(
+            "distribution",
+            r#"events[0].target.digest: "nope" is not a valid digest: algorithm:encoded, e.g. sha256: and 64 hex digits"#
+        ))
     );
 }
 
@@ -535,12 +592,16 @@ fn harbor_1_push_image_is_a_push_like_push_artifact() {
         parsed,
         ParsedWebhook {
             delivery_id: None,
-            images: vec![image(
-                "library",
-                "nginx",
-                "v1.0.0",
-                Some("harbor.example.internal")
+            images: vec![with_digest(
+                image(
+                    "library",
+                    "nginx",
+                    "v1.0.0",
+                    Some("harbor.example.internal")
+                ),
+                "sha256:457f4aa83fc9a6663ab9d1b0a6e2dce25a12a943ed5bf2c1747c58d48bbb4917"
             )],
+            digest_only: vec![],
             ignored: vec![],
         }
     );
@@ -578,14 +639,17 @@ fn every_resource_of_a_multi_resource_push_is_read() {
         ]
     );
     assert_eq!(
+        parsed.digest_only,
+        vec![digest_only(
+            "test",
+            "openjdk",
+            "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+            None
+        )]
+    );
+    assert_eq!(
         parsed.ignored,
-        vec![
-            ignored(
-                IgnoreReason::PushByDigest,
-                "test/openjdk@sha256:2222222222222222222222222222222222222222222222222222222222222222"
-            ),
-            ignored(IgnoreReason::Untagged, "test/openjdk"),
-        ]
+        vec![ignored(IgnoreReason::Untagged, "test/openjdk")]
     );
     // A bad entry anywhere refuses the whole push, naming the entry.
     assert_eq!(
@@ -645,6 +709,7 @@ fn cloudevents_other_types_are_ignored_but_keep_their_id() {
         Ok(ParsedWebhook {
             delivery_id: Some("e2".into()),
             images: vec![],
+            digest_only: vec![],
             ignored: vec![ignored(IgnoreReason::NotAPush, "harbor.artifact.deleted")],
         })
     );

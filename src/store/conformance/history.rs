@@ -1,12 +1,13 @@
 //! The history part of the store contract: every state change leaves its
 //! events, in order, naming the source each image came through.
 
+use super::digests::unresolved;
 use super::{POLICY, T0, partition, retry_cause, scanned, target};
 use crate::domain::{ImageRef, ScanTarget};
 use crate::store::history::HISTORY_LIMIT;
 use crate::store::{
-    Arrival, DeadLetterCause, DeliveryKey, EventKind, HistoryEvent, HistorySubject, IgnoredImage,
-    Store,
+    Arrival, DeadLetterCause, DeliveryKey, DigestSettlement, EventKind, HistoryEvent,
+    HistorySubject, IgnoredImage, Store,
 };
 
 fn subject(text: &str) -> HistorySubject {
@@ -58,6 +59,8 @@ where
     a_stale_release_records_nothing(make().await).await;
     history_answers_the_newest_events(make().await).await;
     history_is_pruned_by_age(make().await).await;
+    a_digest_history_leads_to_its_tags(make().await).await;
+    dropped_and_refused_digests_say_why(make().await).await;
 }
 
 pub async fn history_follows_an_image_to_its_scan<S: Store>(store: S) {
@@ -307,6 +310,7 @@ pub async fn history_answers_the_newest_events<S: Store>(store: S) {
         partition: partition("i1"),
         image: ImageRef::new("team-a", "payments/api", "v1"),
         instance_url: None,
+        digest: None,
     };
     arrive(&store, "s", None, &[nested], &[], T0 + 9).await;
     assert_eq!(events(&store, "team-a/payments/api:v1").await.len(), 1);
@@ -341,4 +345,144 @@ pub async fn history_is_pruned_by_age<S: Store>(store: S) {
     // Pruning forgets history only: the queue is untouched.
     assert_eq!(store.stats().await.expect("stats").pending_images, 2);
     assert_eq!(store.prune_history(T0 + 1_000).await.expect("prune"), 0);
+}
+
+const DIGEST: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
+pub async fn a_digest_history_leads_to_its_tags<S: Store>(store: S) {
+    store.migrate().await.expect("migrate");
+    let digest_key = format!("team-a/api@{DIGEST}");
+    let pushed = [unresolved("api", DIGEST)];
+    store
+        .enqueue_digests(None, &pushed, T0)
+        .await
+        .expect("enqueue digests");
+    store
+        .enqueue_digests(None, &pushed, T0 + 1)
+        .await
+        .expect("enqueue digests");
+    let claimed = store
+        .claim_digest("r1", T0 + 2, 30_000)
+        .await
+        .expect("claim")
+        .expect("the digest");
+    let tag = |tag: &str| {
+        let mut target = target("i1", "api", tag);
+        target.digest = Some(DIGEST.to_string());
+        target
+    };
+    let settled = store
+        .settle_digest(
+            &claimed,
+            DigestSettlement::Resolved(vec![tag("1.0"), tag("latest")]),
+            T0 + 3,
+        )
+        .await
+        .expect("settle");
+    assert!(settled);
+
+    let digest_events = events(&store, &digest_key).await;
+    assert_eq!(
+        kinds(&digest_events),
+        [
+            EventKind::Resolving,
+            EventKind::Duplicate,
+            EventKind::Resolved
+        ]
+    );
+    assert!(digest_events.iter().all(|event| event.source == "swr-ee"));
+    assert!(
+        digest_events
+            .iter()
+            .all(|event| event.digest.as_deref() == Some(DIGEST))
+    );
+    assert_eq!(
+        digest_events[2].reason.as_deref(),
+        Some("tags: 1.0, latest")
+    );
+
+    let batch = store
+        .claim_batch("w1", T0 + 3 + POLICY.window_ms, &POLICY)
+        .await
+        .expect("claim")
+        .expect("the tags' batch");
+    store
+        .complete(&batch, &scanned(), T0 + 5_000)
+        .await
+        .expect("complete");
+    for image in ["team-a/api:1.0", "team-a/api:latest"] {
+        let history = events(&store, image).await;
+        assert_eq!(
+            kinds(&history),
+            [EventKind::Accepted, EventKind::Sent, EventKind::Scanned],
+            "{image}"
+        );
+        assert!(
+            history
+                .iter()
+                .all(|event| event.digest.as_deref() == Some(DIGEST) && event.source == "swr-ee"),
+            "once resolved, the tag's history names the digest: {history:?}"
+        );
+        assert_eq!(history[0].reason.as_deref(), Some("resolved"));
+    }
+}
+
+pub async fn dropped_and_refused_digests_say_why<S: Store>(store: S) {
+    store.migrate().await.expect("migrate");
+    store
+        .enqueue_digests(
+            None,
+            &[unresolved("gone", DIGEST), unresolved("denied", DIGEST)],
+            T0,
+        )
+        .await
+        .expect("enqueue digests");
+    for at in [T0 + 1, T0 + 2] {
+        let claimed = store
+            .claim_digest("r1", at, 30_000)
+            .await
+            .expect("claim")
+            .expect("a digest");
+        let settlement = if claimed.digest.name == "gone" {
+            DigestSettlement::Drop {
+                reason: "not_found",
+            }
+        } else {
+            DigestSettlement::DeadLetter(DeadLetterCause {
+                http_status: Some(403),
+                error_code: Some("SVCSTG.SWR.4030001".into()),
+                error_msg: "no permission".into(),
+                request_id: None,
+            })
+        };
+        assert!(
+            store
+                .settle_digest(&claimed, settlement, at)
+                .await
+                .expect("settle")
+        );
+    }
+    let gone = events(&store, &format!("team-a/gone@{DIGEST}")).await;
+    assert_eq!(kinds(&gone), [EventKind::Resolving, EventKind::Dropped]);
+    assert_eq!(gone[1].reason.as_deref(), Some("not_found"));
+    let denied = events(&store, &format!("team-a/denied@{DIGEST}")).await;
+    assert_eq!(
+        kinds(&denied),
+        [EventKind::Resolving, EventKind::DeadLetter]
+    );
+    assert_eq!(
+        denied[1].reason.as_deref(),
+        Some("SWR SVCSTG.SWR.4030001: no permission")
+    );
+    // Retried by an operator: back to resolving, in the operator's name.
+    let letter = store.dead_letters(1).await.expect("list")[0].id;
+    store
+        .retry_dead_letter(letter, T0 + 10)
+        .await
+        .expect("retry")
+        .expect("the letter");
+    let denied = events(&store, &format!("team-a/denied@{DIGEST}")).await;
+    assert_eq!(denied.len(), 3);
+    assert_eq!(denied[2].event, EventKind::Resolving);
+    assert_eq!(denied[2].source, "admin");
 }

@@ -8,12 +8,14 @@ use super::errors::from_postgres;
 use crate::store::history::{EventKind, HistoryEvent, KeyedEvent};
 use crate::store::{HistorySubject, Millis, StoreError};
 
-/// One event per image of a batch, each naming the source its row came from;
+/// One event per image of a batch, each naming the source its row came from
+/// (and its digest, when known);
 /// the key is built as `ImageRef`'s `Display` builds it.
 const INSERT_FOR_BATCH_SQL: &str = "
     INSERT INTO image_history (image_key, at_ms, event, source, batch_id, api,
                                hss_status, hss_request_id, reason, digest)
-    SELECT namespace || '/' || name || ':' || tag, $2, $3, source, $1, $4, $5, $6, $7, $8
+    SELECT namespace || '/' || name || ':' || tag, $2, $3, source, $1, $4, $5, $6, $7,
+           COALESCE($8, digest)
     FROM pending_images WHERE batch_id = $1 ORDER BY enqueued_at, id";
 
 /// Writes `events` inside the caller's transaction, in one statement.

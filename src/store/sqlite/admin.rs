@@ -4,11 +4,14 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::connection::immediate;
+use super::digests;
 use super::enqueue::insert_unbatched;
 use super::history;
 use super::rows::{count_at, images_from_json, partition_at, sql_count};
 use crate::domain::ImageRef;
-use crate::store::history::{ADMIN_SOURCE, EventKind, HistoryEvent, KeyedEvent};
+use crate::store::history::{
+    ADMIN_SOURCE, EventKind, HistoryEvent, KeyedEvent, digest_requeued_event,
+};
 use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
 
 pub(super) fn retry_dead_letter(
@@ -19,18 +22,30 @@ pub(super) fn retry_dead_letter(
     let tx = immediate(conn)?;
     let letter = tx
         .prepare_cached(
-            "SELECT image_type, instance_id, enterprise_project_id, images
+            "SELECT image_type, instance_id, enterprise_project_id, images, unresolved
              FROM dead_letters WHERE id = ?1",
         )?
         .query_row([letter_id], |row| {
-            Ok((partition_at(row, 0)?, images_from_json(row, 3)?))
+            Ok((
+                partition_at(row, 0)?,
+                images_from_json(row, 3)?,
+                digests::unresolved_from_json(row, 4)?,
+            ))
         })
         .optional()?;
-    let Some((partition, images)) = letter else {
+    let Some((partition, images, unresolved)) = letter else {
         return Ok(None);
     };
     let mut counts = EnqueueCounts::default();
     let mut requeued = Vec::with_capacity(images.len());
+    if let Some(digest) = &unresolved {
+        if digests::insert_digest(&tx, digest, now)? {
+            counts.accepted += 1;
+            requeued.push(digest_requeued_event(digest, now));
+        } else {
+            counts.duplicates += 1;
+        }
+    }
     for image in &images {
         let kind = if insert_unbatched(
             &tx,
@@ -38,6 +53,7 @@ pub(super) fn retry_dead_letter(
             &partition,
             &image.image,
             image.instance_url.as_deref(),
+            image.digest.as_deref(),
             now,
         )? {
             counts.accepted += 1;
@@ -61,7 +77,7 @@ pub(super) fn retry_dead_letter(
 pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<PendingImage>> {
     conn.prepare_cached(
         "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
-                        instance_url, enqueued_at, batch_id
+                        instance_url, enqueued_at, batch_id, digest
                  FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
     )?
     .query_map([sql_count(limit)], |row| {
@@ -73,6 +89,7 @@ pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<V
                 row.get::<_, String>(5)?,
             ),
             instance_url: row.get(6)?,
+            digest: row.get(9)?,
             enqueued_at: row.get(7)?,
             batch_id: row.get(8)?,
         })
@@ -86,7 +103,7 @@ pub(super) fn dead_letters(
 ) -> rusqlite::Result<Vec<DeadLetter>> {
     conn.prepare_cached(
         "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
-                        error_code, error_msg, request_id, attempts, failed_at
+                        error_code, error_msg, request_id, attempts, failed_at, unresolved
                  FROM dead_letters ORDER BY id DESC LIMIT ?1",
     )?
     .query_map([sql_count(limit)], |row| {
@@ -94,6 +111,7 @@ pub(super) fn dead_letters(
             id: row.get(0)?,
             partition: partition_at(row, 1)?,
             images: images_from_json(row, 4)?,
+            unresolved: digests::unresolved_from_json(row, 11)?,
             cause: DeadLetterCause {
                 http_status: row.get(5)?,
                 error_code: row.get(6)?,

@@ -57,7 +57,7 @@ pub(super) const LEASE_BATCH_SQL: &str = "
     RETURNING image_type, instance_id, enterprise_project_id, attempts";
 
 pub(super) const BATCH_IMAGES_SQL: &str = "
-    SELECT namespace, name, tag, instance_url FROM pending_images
+    SELECT namespace, name, tag, instance_url, digest FROM pending_images
     WHERE batch_id = ?1 ORDER BY enqueued_at, id";
 
 /// A partition with waiting images, as [`WAITING_PARTITIONS_SQL`] reports it.
@@ -110,8 +110,7 @@ pub(super) fn batch_images(conn: &Connection, batch_id: i64) -> rusqlite::Result
                     row.get::<_, String>(2)?,
                 ),
                 instance_url: row.get(3)?,
-                // No digest column yet: the store does not carry digests.
-                digest: None,
+                digest: row.get(4)?,
             })
         })?
         .collect()

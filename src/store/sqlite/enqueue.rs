@@ -20,13 +20,15 @@ pub(super) fn insert_unbatched(
     partition: &Partition,
     image: &ImageRef,
     instance_url: Option<&str>,
+    digest: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<bool> {
     let inserted = tx
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest,
+                 source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )?
@@ -40,6 +42,7 @@ pub(super) fn insert_unbatched(
             &image.tag,
             instance_url,
             now,
+            digest,
             source,
         ))?;
     Ok(inserted == 1)
@@ -150,6 +153,7 @@ pub(super) fn enqueue(
             &target.partition,
             &target.image,
             target.instance_url.as_deref(),
+            target.digest.as_deref(),
             now,
         )? {
             counts.accepted += 1;

@@ -24,6 +24,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0001_initial.sql"),
     },
     Migration {
+        version: 2,
+        name: "digests",
+        sql: include_str!("../migrations/sqlite/0002_digests.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "poll_state",
+        sql: include_str!("../migrations/sqlite/0003_poll_state.sql"),
+    },
+    Migration {
         version: 4,
         name: "history",
         sql: include_str!("../migrations/sqlite/0004_history.sql"),

@@ -50,11 +50,13 @@ use super::{
 mod admin;
 mod claim;
 mod connection;
+mod digests;
 mod enqueue;
 mod errors;
 mod group_commit;
 mod history;
 mod migrate;
+mod poll_state;
 mod rows;
 mod settle;
 #[cfg(test)]

@@ -274,7 +274,8 @@ async fn secrets_in_odd_encodings_are_rejected() {
             .expect("filtered source");
         unicode.name = "unicode".into();
         unicode.filter = Default::default();
-        unicode.verify.secrets = vec![swr_scan_bridge::secret::Secret::literal(UNICODE_NFC)];
+        unicode.verify.as_mut().expect("a webhook source").secrets =
+            vec![swr_scan_bridge::secret::Secret::literal(UNICODE_NFC)];
         s.sources.push(unicode);
     })
     .await;

@@ -1,0 +1,166 @@
+//! [`PollStateStore`] in memory: the reference semantics in plain Rust.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::MemoryStore;
+use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
+use crate::store::{Millis, StoreError};
+
+#[derive(Debug, Default)]
+pub(super) struct PollTables(Mutex<Tables>);
+
+#[derive(Debug, Default)]
+struct Tables {
+    /// source → (owner, lease_until)
+    leases: HashMap<String, (String, Millis)>,
+    /// (source, scope) → watermark
+    watermarks: HashMap<(String, String), Millis>,
+    /// (source, namespace, repository) → tag → digest
+    seen: HashMap<(String, String, String), HashMap<String, String>>,
+    /// (source, namespace, repository) → last read
+    read: HashMap<(String, String, String), RepositoryRead>,
+}
+
+fn repository_key(source: &str, namespace: &str, repository: &str) -> (String, String, String) {
+    (
+        source.to_string(),
+        namespace.to_string(),
+        repository.to_string(),
+    )
+}
+
+#[async_trait]
+impl PollStateStore for MemoryStore {
+    async fn take_poll_lease(
+        &self,
+        source: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tables = self.poll.0.lock().await;
+        let free = match tables.leases.get(source) {
+            None => true,
+            Some((holder, lease_until)) => holder == owner || *lease_until <= now,
+        };
+        if free {
+            tables
+                .leases
+                .insert(source.to_string(), (owner.to_string(), until));
+        }
+        Ok(free)
+    }
+
+    async fn release_poll_lease(&self, source: &str, owner: &str) -> Result<(), StoreError> {
+        let mut tables = self.poll.0.lock().await;
+        if tables
+            .leases
+            .get(source)
+            .is_some_and(|(holder, _)| holder == owner)
+        {
+            tables.leases.remove(source);
+        }
+        Ok(())
+    }
+
+    async fn poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+    ) -> Result<Option<Millis>, StoreError> {
+        let tables = self.poll.0.lock().await;
+        Ok(tables
+            .watermarks
+            .get(&(source.to_string(), scope.to_string()))
+            .copied())
+    }
+
+    async fn raise_poll_watermark(
+        &self,
+        source: &str,
+        scope: &str,
+        watermark: Millis,
+        _now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.poll.0.lock().await;
+        let current = tables
+            .watermarks
+            .entry((source.to_string(), scope.to_string()))
+            .or_insert(watermark);
+        *current = (*current).max(watermark);
+        Ok(())
+    }
+
+    async fn seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let tables = self.poll.0.lock().await;
+        Ok(tables
+            .seen
+            .get(&repository_key(source, namespace, repository))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn record_seen_tags(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        tags: &[SeenTag],
+        _now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.poll.0.lock().await;
+        let seen = tables
+            .seen
+            .entry(repository_key(source, namespace, repository))
+            .or_default();
+        for tag in tags {
+            seen.insert(tag.tag.clone(), tag.digest.clone());
+        }
+        Ok(())
+    }
+
+    async fn repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Option<RepositoryRead>, StoreError> {
+        let tables = self.poll.0.lock().await;
+        Ok(tables
+            .read
+            .get(&repository_key(source, namespace, repository))
+            .cloned())
+    }
+
+    async fn record_repository_read(
+        &self,
+        source: &str,
+        namespace: &str,
+        repository: &str,
+        read: &RepositoryRead,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.poll.0.lock().await;
+        tables
+            .read
+            .insert(repository_key(source, namespace, repository), read.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_meets_the_poll_state_contract() {
+        crate::store::poll_state::conformance::run_all(|| async { MemoryStore::new() }).await;
+    }
+}
