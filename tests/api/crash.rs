@@ -105,10 +105,13 @@ async fn every_acknowledged_image_survives_a_sigkill() {
     )
     .await;
     assert!(hss.requests_with_bad_signature().is_empty());
-    let taken_over = restarted.logs();
-    assert!(
-        taken_over.contains("\"attempt\":2"),
-        "the in-flight batch was taken over after its lease: {taken_over}"
-    );
+    // The bridge logs a batch once HSS answered, a moment after the fake HSS
+    // recorded the request: wait for the line instead of racing it.
+    wait_until(
+        Duration::from_secs(10),
+        "the in-flight batch taken over after its lease (attempt 2 in the logs)",
+        || async { restarted.logs().contains("\"attempt\":2") },
+    )
+    .await;
     drop(restarted);
 }
