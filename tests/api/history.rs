@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::fake_hss::{FakeHss, Reply};
+use crate::common::fake_swr::FakeSwr;
 use crate::common::helpers::*;
 use crate::common::ops::{admin_call, admin_post, flush, push, quiet_hss, status_of};
 use crate::common::process::{BridgeProcess, free_port};
@@ -201,6 +202,62 @@ async fn ignored_pushes_and_redeliveries_say_why() {
         "{redelivered}"
     );
     assert_eq!(events(&redelivered)[1]["reason"], "redelivery");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resolved_digest_leads_to_its_tags_which_name_it() {
+    const UNKNOWN: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let hss = FakeHss::start(AK, SK).await;
+    hss.answer_accepted();
+    let swr = FakeSwr::start(hss.credentials(), PROJECT_ID, INSTANCE_ID).await;
+    swr.put_artifact("team-a", "api", DIGEST, &["7.0"]);
+    let swr_endpoint = swr.uri();
+    let app = spawn_app_with(&hss.uri(), move |settings| {
+        settings.swr.endpoint = Some(swr_endpoint);
+        settings.sources[0].resolve_digests = true;
+        settings.batch.window_ms = 200;
+    })
+    .await;
+    for digest in [DIGEST, UNKNOWN] {
+        // A robot push: the digest in `tag` and in `digest`.
+        let mut body: Value =
+            serde_json::from_slice(&harbor_push("team-a", "api", digest)).expect("json");
+        body["event_data"]["resources"][0]["digest"] = Value::from(digest);
+        let body = serde_json::to_vec(&body).expect("json");
+        push(&app, "swr-ee", &body, &token(TOKEN_NEW)).await;
+    }
+    wait_until(Duration::from_secs(15), "the tag scanned", || async {
+        kinds(&history(&app, "team-a/api:7.0").await).contains(&"scanned")
+    })
+    .await;
+
+    let digest = history(&app, &format!("team-a/api@{DIGEST}")).await;
+    assert_eq!(kinds(&digest), ["resolving", "resolved"], "{digest}");
+    assert_eq!(events(&digest)[1]["reason"], "tags: 7.0");
+    let tag = history(&app, "team-a/api:7.0").await;
+    assert_eq!(kinds(&tag), ["accepted", "sent", "scanned"], "{tag}");
+    assert!(
+        events(&tag)
+            .iter()
+            .all(|event| event["digest"] == DIGEST && event["source"] == "swr-ee"),
+        "{tag}"
+    );
+    assert_eq!(
+        events(&tag)[2]["hss_request_id"],
+        hss.requests()[0].request_id.as_str()
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the unknown digest dropped",
+        || async {
+            kinds(&history(&app, &format!("team-a/api@{UNKNOWN}")).await).contains(&"dropped")
+        },
+    )
+    .await;
+    let unknown = history(&app, &format!("team-a/api@{UNKNOWN}")).await;
+    assert_eq!(kinds(&unknown), ["resolving", "dropped"], "{unknown}");
+    assert_eq!(events(&unknown)[1]["reason"], "not_found");
     app.stop().await;
 }
 
