@@ -78,6 +78,10 @@ struct Args {
     /// PostgreSQL server; a fresh database is created (and dropped) per run.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pg_url: String,
+    /// The bridge's TLS modes to PostgreSQL, comma-separated, one run each
+    /// (libpq's sslmode: disable, prefer, require, verify-ca, verify-full).
+    #[arg(long, default_value = "prefer")]
+    pg_sslmodes: String,
     /// The bridge binary, for the memory measurement (a child process).
     #[arg(long, default_value = "target/release/swr-scan-bridge")]
     bridge_bin: PathBuf,
@@ -216,7 +220,8 @@ async fn run(args: &Args) -> Result<Report, String> {
 // Tracing: production-like log formatting, and the store's group-commit timings
 // ---------------------------------------------------------------------------
 
-/// Totals of the SQLite store's `sqlite group commit` debug events.
+/// Totals of the stores' `sqlite group commit` and `postgres group commit`
+/// debug events (PostgreSQL reports no separate commit: one statement).
 #[derive(Default)]
 struct GroupCommitStats {
     groups: AtomicU64,
@@ -316,7 +321,9 @@ fn install_tracing(logs: bool) {
             .with_filter(LevelFilter::INFO)
     });
     let groups = GroupCommitLayer.with_filter(
-        Targets::new().with_target("swr_scan_bridge::store::sqlite", tracing::Level::DEBUG),
+        Targets::new()
+            .with_target("swr_scan_bridge::store::sqlite", tracing::Level::DEBUG)
+            .with_target("swr_scan_bridge::store::postgres", tracing::Level::DEBUG),
     );
     tracing_subscriber::registry()
         .with(format)
@@ -702,7 +709,7 @@ struct ThroughputResult {
     throughput_ratio: Option<f64>,
     p50_ratio: Option<f64>,
     p99_ratio: Option<f64>,
-    /// The SQLite store's group commits during the run (warm-up included).
+    /// The store's group commits during the run (warm-up included).
     group_commits: Option<GroupCommitSummary>,
     /// Images the stand-in HSS received during the run (bridge targets).
     images_sent_to_hss: Option<usize>,
@@ -877,11 +884,15 @@ async fn bridge_run(
     };
     GROUP_COMMITS.take();
     let target = if store_url.starts_with("sqlite") {
-        "bridge, SQLite store"
+        "bridge, SQLite store".to_string()
     } else if store_url == IN_MEMORY {
-        "bridge, in-memory store (not durable)"
+        "bridge, in-memory store (not durable)".to_string()
     } else {
-        "bridge, PostgreSQL store"
+        // The TLS mode shows: it changes the cost per connection and byte.
+        let sslmode = store_url
+            .split_once("sslmode=")
+            .map_or("prefer", |(_, mode)| mode.split('&').next().unwrap_or(mode));
+        format!("bridge, PostgreSQL store (sslmode={sslmode})")
     };
     let drive = drive(
         bridge.address,
@@ -894,7 +905,7 @@ async fn bridge_run(
     .await?;
     let sender = Arc::clone(&bridge.sender);
     bridge.stop().await?;
-    let mut result = result_of(target, scheme, &drive);
+    let mut result = result_of(&target, scheme, &drive);
     result.images_sent_to_hss = Some(sender.images.load(Ordering::SeqCst));
     result.group_commits = GROUP_COMMITS.take();
     result.hss_requests = sender.calls.lock().map(|c| c.len()).ok();
@@ -1327,14 +1338,19 @@ async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
         .ok_or("--pg-url has no database")?;
     let mut databases = Vec::new();
     let result = async {
-        for scheme in args.schemes() {
+        let sslmodes: Vec<&str> = args.pg_sslmodes.split(',').map(str::trim).collect();
+        let runs = args
+            .schemes()
+            .into_iter()
+            .flat_map(|scheme| sslmodes.iter().map(move |sslmode| (scheme, *sslmode)));
+        for (scheme, sslmode) in runs {
             let database = format!("swr_bench_{}_{}", std::process::id(), databases.len());
             admin
                 .batch_execute(&format!("CREATE DATABASE {database}"))
                 .await
                 .map_err(|e| format!("cannot create a database: {e}"))?;
             databases.push(database.clone());
-            let url = format!("{base}/{database}");
+            let url = format!("{base}/{database}?sslmode={sslmode}");
             let settings =
                 Settings::from_toml(&bridge_config(&url, 2000, 100)).map_err(|e| e.to_string())?;
             // One quick try, so a missing backend does not cost the start-up retries.
@@ -1402,14 +1418,18 @@ fn print_report(report: &Report) {
         .filter_map(|r| r.group_commits.as_ref().map(|g| (r, g)))
         .collect();
     if !groups.is_empty() {
-        println!("\n### SQLite group commits during those runs\n");
+        println!("\n### Group commits during those runs\n");
         println!(
-            "| scheme | groups | webhooks/group | statements ms/group | commit (fsync) ms/group |"
+            "(PostgreSQL: one statement per group, its commit included in the statements column)\n"
         );
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| target | scheme | groups | webhooks/group | statements ms/group | commit (fsync) ms/group |"
+        );
+        println!("|---|---|---:|---:|---:|---:|");
         for (r, g) in groups {
             println!(
-                "| {} | {} | {:.1} | {:.2} | {:.2} |",
+                "| {} | {} | {} | {:.1} | {:.2} | {:.2} |",
+                r.target,
                 r.scheme,
                 g.groups,
                 g.webhooks_per_group,

@@ -99,7 +99,17 @@ impl Application {
         let poll_sources = build_poll_sources(&settings.sources);
         let metrics = Metrics::new()?;
         let source_names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
-        metrics.export_from_start(&source_names, settings.batch.window.as_duration());
+        let poll_source_names: Vec<&str> = settings
+            .sources
+            .iter()
+            .filter(|source| source.poll().is_some())
+            .map(|source| source.name.as_str())
+            .collect();
+        metrics.export_from_start(
+            &source_names,
+            &poll_source_names,
+            settings.batch.window.as_duration(),
+        );
         let clock = Clock::new();
         let owner = lease_owner();
         let batcher = Arc::new(Batcher::new(

@@ -1,4 +1,5 @@
-//! `PostgresStore` on the machine's PostgreSQL (started by `.ci/start-postgres`):
+//! `PostgresStore` on the machine's PostgreSQL (started by `.ci/start-postgres`,
+//! else a private throwaway cluster: see `common/postgres_support.rs`):
 //! the shared `Store` contract, and what only a shared database adds: replicas
 //! claiming at once, concurrent migrations, outages and recovery.
 //!
@@ -19,26 +20,32 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-const POSTGRES_ADDR: &str = "127.0.0.1:5432";
-const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+mod common;
+
+use common::postgres_support;
+
+/// The `test` database of the test server; only after [`admin`] found one.
+fn database_url() -> String {
+    postgres_support::test_server()
+        .expect("admin() found the test server")
+        .test_url()
+}
 const T0: i64 = 1_800_000_000_000;
 
 /// The store's pool gives up on a connection after this long (see
 /// `pool::ACQUIRE_TIMEOUT`); a refused connection must not wait for it.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A direct connection to set up and inspect. Fails the test, saying what to
-/// do, when PostgreSQL is not running: these tests are never skipped.
-async fn admin() -> tokio_postgres::Client {
-    match tokio_postgres::connect(DATABASE_URL, NoTls).await {
+/// A direct connection to set up and inspect; `None` when no PostgreSQL
+/// is installed (the test is then skipped, see `postgres_support`).
+async fn admin() -> Option<tokio_postgres::Client> {
+    let url = postgres_support::test_server()?.test_url();
+    match tokio_postgres::connect(&url, NoTls).await {
         Ok((client, connection)) => {
             tokio::spawn(connection);
-            client
+            Some(client)
         }
-        Err(error) => panic!(
-            "PostgreSQL is not reachable at {DATABASE_URL} ({error}); \
-             start it with .ci/start-postgres"
-        ),
+        Err(error) => panic!("PostgreSQL is not reachable at {url} ({error})"),
     }
 }
 
@@ -56,7 +63,7 @@ impl TestSchema {
     }
 
     async fn store(&self, pool_size: usize) -> PostgresStore {
-        PostgresStore::connect(DATABASE_URL, pool_size, Some(&self.name))
+        PostgresStore::connect(&database_url(), pool_size, Some(&self.name))
             .await
             .expect("connect")
     }
@@ -80,13 +87,14 @@ impl Drop for TestSchema {
         // is forbidden: clean up from a thread with a runtime of its own.
         // (That blocks the test's runtime meanwhile, so its own connection
         // tasks cannot run: the store must not leave transactions open.)
+        let url = database_url();
         let outcome = std::thread::spawn(move || -> Result<(), String> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|error| error.to_string())?;
             runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(DATABASE_URL, NoTls)
+                let (client, connection) = tokio_postgres::connect(&url, NoTls)
                     .await
                     .map_err(|error| error.to_string())?;
                 tokio::spawn(connection);
@@ -121,7 +129,9 @@ fn stored(accepted: usize, duplicates: usize) -> Enqueued {
 
 #[tokio::test]
 async fn postgres_store_meets_the_store_contract() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schemas = Mutex::new(Vec::new());
     let schemas = &schemas;
     conformance::run_all(move || {
@@ -129,9 +139,14 @@ async fn postgres_store_meets_the_store_contract() {
         let name = schema.name.clone();
         schemas.lock().expect("schemas").push(schema);
         async move {
-            PostgresStore::connect(DATABASE_URL, 4, Some(&name))
-                .await
-                .expect("connect")
+            // TLS on: the contract holds over an encrypted link.
+            PostgresStore::connect(
+                &format!("{}?sslmode=require", database_url()),
+                4,
+                Some(&name),
+            )
+            .await
+            .expect("connect")
         }
     })
     .await;
@@ -139,7 +154,9 @@ async fn postgres_store_meets_the_store_contract() {
 
 #[tokio::test]
 async fn postgres_store_meets_the_poll_state_contract() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schemas = Mutex::new(Vec::new());
     let schemas = &schemas;
     swr_scan_bridge::store::poll_state::conformance::run_all(move || {
@@ -147,7 +164,7 @@ async fn postgres_store_meets_the_poll_state_contract() {
         let name = schema.name.clone();
         schemas.lock().expect("schemas").push(schema);
         async move {
-            let store = PostgresStore::connect(DATABASE_URL, 4, Some(&name))
+            let store = PostgresStore::connect(&database_url(), 4, Some(&name))
                 .await
                 .expect("connect");
             store.migrate().await.expect("migrate");
@@ -159,9 +176,11 @@ async fn postgres_store_meets_the_poll_state_contract() {
 
 #[tokio::test]
 async fn two_replicas_asking_at_once_never_both_get_a_poll_lease() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
-    let store = PostgresStore::connect(DATABASE_URL, 8, Some(&schema.name))
+    let store = PostgresStore::connect(&database_url(), 8, Some(&schema.name))
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
@@ -188,9 +207,11 @@ async fn two_replicas_asking_at_once_never_both_get_a_poll_lease() {
 
 #[tokio::test]
 async fn a_search_path_in_the_url_isolates_the_store() {
-    let admin = admin().await;
+    let Some(admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
-    let url = format!("{DATABASE_URL}?options=-csearch_path%3D{}", schema.name);
+    let url = format!("{}?options=-csearch_path%3D{}", database_url(), schema.name);
     let store = PostgresStore::connect(&url, 2, None)
         .await
         .expect("connect");
@@ -214,7 +235,9 @@ async fn a_search_path_in_the_url_isolates_the_store() {
 
 #[tokio::test]
 async fn replicas_migrating_at_once_apply_each_migration_once() {
-    let admin = admin().await;
+    let Some(admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let mut replicas = Vec::new();
     for _ in 0..6 {
@@ -261,7 +284,9 @@ fn migration_versions_on_disk() -> Vec<i64> {
 
 #[tokio::test]
 async fn queries_on_a_schema_never_migrated_are_query_errors() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let store = schema.store(1).await;
     match store.enqueue(None, &[target("i1", "api", "v1")], T0).await {
@@ -274,7 +299,9 @@ async fn queries_on_a_schema_never_migrated_are_query_errors() {
 
 #[tokio::test]
 async fn images_pushed_to_different_replicas_leave_in_one_batch() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let replica_a = schema.migrated_store(2).await;
     let replica_b = schema.migrated_store(2).await;
@@ -312,7 +339,9 @@ async fn images_pushed_to_different_replicas_leave_in_one_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redelivery_racing_the_first_is_stored_once() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let replicas = [
         Arc::new(schema.migrated_store(4).await),
@@ -382,7 +411,9 @@ async fn claim_until_empty(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_claiming_at_once_never_share_or_split_a_batch() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let replicas = [
         Arc::new(schema.store(4).await),
@@ -532,8 +563,9 @@ async fn a_refused_connection_is_unavailable_at_once() {
     let started = Instant::now();
     match store.ping().await {
         Err(StoreError::Unavailable(message)) => assert!(
-            message.starts_with("cannot connect to PostgreSQL: error connecting to server: ")
-                && message.contains("refused"),
+            message.starts_with(&format!(
+                "cannot connect to PostgreSQL at 127.0.0.1:{port}: error connecting to server: "
+            )) && message.contains("refused"),
             "{message}"
         ),
         other => panic!("expected Unavailable, got {other:?}"),
@@ -582,7 +614,7 @@ async fn a_database_that_never_answers_is_unavailable_within_seconds() {
     match ping {
         Err(StoreError::Unavailable(message)) => assert_eq!(
             message,
-            "timed out getting a PostgreSQL connection (Create)"
+            format!("timed out getting a PostgreSQL connection to 127.0.0.1:{port} (Create)")
         ),
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -613,10 +645,13 @@ impl Proxy {
 
     fn serve(&self, listener: TcpListener) {
         let tasks = Arc::clone(&self.tasks);
+        let server = postgres_support::test_server()
+            .expect("admin() found the test server")
+            .addr;
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(POSTGRES_ADDR).await {
+                    if let Ok(mut outbound) = TcpStream::connect(server).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -668,7 +703,9 @@ impl Drop for Proxy {
 
 #[tokio::test]
 async fn the_store_recovers_by_itself_when_the_database_returns() {
-    let _admin = admin().await;
+    let Some(_admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let proxy = Proxy::start().await;
     let store = PostgresStore::connect(&proxy.url(), 2, Some(&schema.name))
@@ -724,10 +761,12 @@ async fn the_store_recovers_by_itself_when_the_database_returns() {
 
 #[tokio::test]
 async fn connections_the_server_killed_are_replaced_before_use() {
-    let admin = admin().await;
+    let Some(admin) = admin().await else {
+        return;
+    };
     let schema = TestSchema::new();
     let application = format!("bridge-{}", schema.name);
-    let url = format!("{DATABASE_URL}?application_name={application}");
+    let url = format!("{}?application_name={application}", database_url());
     let store = PostgresStore::connect(&url, 2, Some(&schema.name))
         .await
         .expect("connect");
@@ -752,5 +791,578 @@ async fn connections_the_server_killed_are_replaced_before_use() {
             .await
             .expect("the first call after the kill already succeeds"),
         stored(1, 0)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// TLS (the test server serves TLS: the machine's Debian cluster with its
+// snakeoil certificate, or the private cluster with one made by openssl)
+// ---------------------------------------------------------------------------
+
+/// A CA that signed nothing the test server presents.
+const UNRELATED_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBwjCCAWmgAwIBAgIUNsJlnyKxr+s+VbtNXxb9tqoueGEwCgYIKoZIzj0EAwIw
+NjE0MDIGA1UEAwwrc3dyLXNjYW4tYnJpZGdlIHRlc3QgQ0EgdGhhdCBzaWduZWQg
+bm90aGluZzAgFw0yNjEyMDEwNDQzNDZaGA8yMTI2MTEwNzA0NDM0NlowNjE0MDIG
+A1UEAwwrc3dyLXNjYW4tYnJpZGdlIHRlc3QgQ0EgdGhhdCBzaWduZWQgbm90aGlu
+ZzBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABBnJ7jLK9vVTTvW75H0apsPLhEjg
+CSLODqjLe9F5ojs0ZrO853RENlpBCV/dnFm43QK8huBF6m26a5fBs7r9EnmjUzBR
+MB0GA1UdDgQWBBRUh67uE3WTAUraB3VAhfcYYskbhjAfBgNVHSMEGDAWgBRUh67u
+E3WTAUraB3VAhfcYYskbhjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cA
+MEQCIHUxnJTBJ8qH7xVCO78kgCeSa2VJdIo9HZq8pGiHD7HzAiAOw5IEzWPwjhqc
+qxrCyCjyrCeznG8RqrLZOGCEKqL8Gw==
+-----END CERTIFICATE-----
+";
+
+/// Whether the server serves TLS; says loudly when it does not (and fails
+/// under CI, where it must).
+async fn serves_tls(admin: &tokio_postgres::Client) -> bool {
+    let ssl: String = admin
+        .query_one("SHOW ssl", &[])
+        .await
+        .expect("SHOW ssl")
+        .get(0);
+    if ssl == "on" {
+        return true;
+    }
+    let message = "!!! SKIPPING a TLS test: the test PostgreSQL server has ssl = off !!!";
+    assert!(
+        !std::env::var("CI").is_ok_and(|ci| ci == "true"),
+        "{message} (a failure under CI=true)"
+    );
+    postgres_support::loud(message);
+    false
+}
+
+/// Whether the store's connections (named `application`) use TLS, from the
+/// server's side.
+async fn connections_use_tls(admin: &tokio_postgres::Client, application: &str) -> Vec<bool> {
+    admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&application],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn sslmode_require_and_the_default_prefer_speak_tls() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    if !serves_tls(&admin).await {
+        return;
+    }
+    for (sslmode, tls) in [
+        ("sslmode=require", true),
+        ("sslmode=prefer", true),
+        // Nothing said: prefer, as libpq.
+        ("connect_timeout=5", true),
+        ("sslmode=disable", false),
+    ] {
+        let schema = TestSchema::new();
+        let application = format!("tls-{}", schema.name);
+        let url = format!(
+            "{}?{sslmode}&application_name={application}",
+            database_url()
+        );
+        let store = PostgresStore::connect(&url, 1, Some(&schema.name))
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        assert_eq!(
+            store
+                .enqueue(None, &[target("i1", "api", "v1")], T0)
+                .await
+                .expect("enqueue"),
+            stored(1, 0),
+            "{sslmode}"
+        );
+        assert_eq!(
+            connections_use_tls(&admin, &application).await,
+            [tls],
+            "{sslmode}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn verify_full_with_a_wrong_ca_fails_clearly_and_at_once() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    if !serves_tls(&admin).await {
+        return;
+    }
+    let server = postgres_support::test_server().expect("admin() found it");
+    let ca = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(ca.path(), UNRELATED_CA).expect("write CA");
+    let url = format!(
+        "postgres://postgres:hunter2@{}/test?sslmode=verify-full&sslrootcert={}",
+        server.addr,
+        ca.path().display()
+    );
+    let store = PostgresStore::connect(&url, 2, None)
+        .await
+        .expect("the root file is readable");
+    let started = Instant::now();
+    let ping = store.ping().await;
+    let waited = started.elapsed();
+    match ping {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(
+                message.starts_with(&format!(
+                    "cannot connect to PostgreSQL at {}: error performing TLS handshake: ",
+                    server.addr
+                )) && message.contains("invalid peer certificate: UnknownIssuer"),
+                "{message}"
+            );
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        waited < ACQUIRE_TIMEOUT,
+        "a bad certificate took {waited:?}"
+    );
+    // The same for enqueues: nothing is stored over an unverified link.
+    assert!(matches!(
+        store.enqueue(None, &[target("i1", "api", "v1")], T0).await,
+        Err(StoreError::Unavailable(message)) if message.contains("UnknownIssuer")
+    ));
+}
+
+/// The server's own certificate file, when it is self-signed and readable
+/// (so that it can serve as the root that signed it).
+async fn self_signed_server_certificate(admin: &tokio_postgres::Client) -> Option<String> {
+    let file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("SHOW ssl_cert_file")
+        .get(0);
+    let directory: String = admin
+        .query_one("SHOW data_directory", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or_default();
+    let path = std::path::Path::new(&directory).join(&file);
+    std::fs::read_to_string(path)
+        .ok()
+        .filter(|pem| pem.matches("BEGIN CERTIFICATE").count() == 1)
+}
+
+#[tokio::test]
+async fn verify_ca_trusts_the_root_and_verify_full_also_checks_the_host_name() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    if !serves_tls(&admin).await {
+        return;
+    }
+    let Some(certificate) = self_signed_server_certificate(&admin).await else {
+        postgres_support::loud(
+            "the server's certificate is not readable here; nothing to verify against",
+        );
+        return;
+    };
+    let server = postgres_support::test_server().expect("admin() found it");
+    let root = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(root.path(), certificate).expect("write root");
+    let url = |host: &str, sslmode: &str| {
+        format!(
+            "postgres://postgres@{host}:{}/test?sslmode={sslmode}&sslrootcert={}",
+            server.addr.port(),
+            root.path().display()
+        )
+    };
+    // The test certificates are issued for `localhost`, never for an address.
+    let ip = server.addr.ip().to_string();
+    for (url, outcome) in [
+        (url(&ip, "verify-ca"), Ok(())),
+        (url("localhost", "verify-full"), Ok(())),
+        (
+            url(&ip, "verify-full"),
+            Err("certificate not valid for name"),
+        ),
+    ] {
+        let store = PostgresStore::connect(&url, 1, None)
+            .await
+            .expect("connect");
+        match (store.ping().await, outcome) {
+            (Ok(()), Ok(())) => {}
+            (Err(StoreError::Unavailable(message)), Err(reason)) => {
+                assert!(message.contains(reason), "{url}: {message}")
+            }
+            (other, expected) => panic!("{url}: got {other:?}, expected {expected:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Group commit
+// ---------------------------------------------------------------------------
+
+/// A trigger that makes chosen tags misbehave: `slow` holds its commit for
+/// 300 ms, `broken` fails its statement for good, `flaky` with a transient
+/// error (serialization failure).
+async fn install_trap(admin: &tokio_postgres::Client, schema: &str) {
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".trap() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.tag = 'slow' THEN PERFORM pg_sleep(0.3); END IF;
+                 IF NEW.tag = 'broken' THEN RAISE EXCEPTION 'broken image'; END IF;
+                 IF NEW.tag = 'flaky' THEN
+                     RAISE EXCEPTION 'try again' USING ERRCODE = '40001';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER trap BEFORE INSERT ON \"{schema}\".pending_images
+                 FOR EACH ROW EXECUTE FUNCTION \"{schema}\".trap();"
+        ))
+        .await
+        .expect("install trap");
+}
+
+/// Enqueues `tags` (one image each, one webhook each) concurrently, while a
+/// `slow` webhook's group holds the commit, so that they queue up and are
+/// committed together as the next group.
+async fn enqueue_behind_a_slow_group(
+    store: &Arc<PostgresStore>,
+    webhooks: Vec<(Option<DeliveryKey>, Vec<&'static str>)>,
+) -> Vec<Result<Enqueued, StoreError>> {
+    let slow = {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            store
+                .enqueue(None, &[target("i0", "api", "slow")], T0)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut queued: Vec<JoinHandle<Result<Enqueued, StoreError>>> = Vec::new();
+    for (delivery, tags) in webhooks {
+        let store = Arc::clone(store);
+        let targets: Vec<_> = tags.iter().map(|tag| target("i1", "api", tag)).collect();
+        queued.push(tokio::spawn(async move {
+            store.enqueue(delivery.as_ref(), &targets, T0).await
+        }));
+        // Queued in this order: "one by one" means in arrival order.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        slow.await.expect("slow task").expect("slow enqueue"),
+        stored(1, 0)
+    );
+    let mut outcomes = Vec::new();
+    for webhook in queued {
+        outcomes.push(webhook.await.expect("task"));
+    }
+    outcomes
+}
+
+fn delivery(id: &str) -> Option<DeliveryKey> {
+    Some(DeliveryKey {
+        source: "harbor".into(),
+        id: id.into(),
+    })
+}
+
+/// Distinct transactions that wrote the pending images (`xmin`).
+async fn writing_transactions(admin: &tokio_postgres::Client, schema: &str) -> i64 {
+    admin
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text) FROM \"{schema}\".pending_images"),
+            &[],
+        )
+        .await
+        .expect("count transactions")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_group_answers_each_webhook_as_if_they_came_one_by_one() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    // Pool 2: one group commits at a time, so the queued webhooks form one group.
+    let store = Arc::new(schema.migrated_store(2).await);
+    install_trap(&admin, &schema.name).await;
+    store
+        .enqueue(delivery("seen-before").as_ref(), &[], T0 - 1)
+        .await
+        .expect("remember a delivery");
+    let outcomes = enqueue_behind_a_slow_group(
+        &store,
+        vec![
+            (delivery("d1"), vec!["a", "b"]),
+            // The same image twice in one webhook, and one already taken.
+            (None, vec!["c", "c", "a"]),
+            // A redelivery of d1 in the same group stores nothing.
+            (delivery("d1"), vec!["z"]),
+            (delivery("seen-before"), vec!["y"]),
+            (delivery("d2"), vec!["b", "d"]),
+            (None, vec![]),
+        ],
+    )
+    .await;
+    let outcomes: Vec<Enqueued> = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("stored"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            stored(2, 0),
+            stored(1, 2),
+            Enqueued::DuplicateDelivery,
+            Enqueued::DuplicateDelivery,
+            stored(1, 1),
+            stored(0, 0),
+        ]
+    );
+    let mut tags: Vec<String> = store
+        .pending(100)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|pending| pending.image.tag)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["a", "b", "c", "d", "slow"]);
+    // `slow` alone, then everything queued behind it in one transaction.
+    assert_eq!(writing_transactions(&admin, &schema.name).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_that_breaks_the_statement_fails_alone() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    // Pool 2: one group commits at a time, so the queued webhooks form one group.
+    let store = Arc::new(schema.migrated_store(2).await);
+    install_trap(&admin, &schema.name).await;
+    let outcomes = enqueue_behind_a_slow_group(
+        &store,
+        vec![
+            (delivery("d1"), vec!["a"]),
+            (delivery("d2"), vec!["broken"]),
+            (delivery("d3"), vec!["b"]),
+        ],
+    )
+    .await;
+    assert_eq!(outcomes[0].as_ref().expect("a"), &stored(1, 0));
+    assert!(
+        matches!(&outcomes[1], Err(StoreError::Query(message)) if message.contains("broken image")),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[2].as_ref().expect("b"), &stored(1, 0));
+    // Its delivery id went with it: a redelivery is stored, not a duplicate.
+    assert!(matches!(
+        store
+            .enqueue(delivery("d2").as_ref(), &[target("i1", "api", "fixed")], T0)
+            .await,
+        Ok(Enqueued::Stored(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_group_answers_every_member_unavailable_and_stores_none() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    // Pool 2: one group commits at a time, so the queued webhooks form one group.
+    let store = Arc::new(schema.migrated_store(2).await);
+    install_trap(&admin, &schema.name).await;
+    let outcomes = enqueue_behind_a_slow_group(
+        &store,
+        vec![
+            (delivery("d1"), vec!["a"]),
+            (delivery("d2"), vec!["flaky"]),
+            (None, vec!["b"]),
+        ],
+    )
+    .await;
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(message)) if message.contains("40001")),
+            "{outcome:?}"
+        );
+    }
+    let tags: Vec<String> = store
+        .pending(10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|pending| pending.image.tag)
+        .collect();
+    assert_eq!(tags, ["slow"], "nothing of the failed group was stored");
+    // Not remembered either: the senders' retries are stored.
+    assert_eq!(
+        store
+            .enqueue(delivery("d1").as_ref(), &[target("i1", "api", "a")], T0)
+            .await
+            .expect("retry"),
+        stored(1, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_webhooks_share_commits_and_each_is_stored_once() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    let store = Arc::new(schema.migrated_store(4).await);
+    let webhooks = 400;
+    let tasks: Vec<JoinHandle<Enqueued>> = (0..webhooks)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                // Every image twice, every delivery id twice.
+                let key = delivery(&format!("d{}", n / 2));
+                let image = target("i1", "api", &format!("v{}", n % (webhooks / 2)));
+                store
+                    .enqueue(key.as_ref(), &[image], T0 + n as i64)
+                    .await
+                    .expect("enqueue")
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    let redeliveries = outcomes
+        .iter()
+        .filter(|o| **o == Enqueued::DuplicateDelivery)
+        .count();
+    assert_eq!(redeliveries, webhooks / 2, "one of each delivery id's two");
+    let accepted: usize = outcomes
+        .iter()
+        .map(|o| match o {
+            Enqueued::Stored(counts) => counts.accepted,
+            Enqueued::DuplicateDelivery => 0,
+        })
+        .sum();
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.pending_images, accepted as u64);
+    let transactions = writing_transactions(&admin, &schema.name).await;
+    assert!(
+        transactions < webhooks as i64 / 4,
+        "webhooks arriving together share commits: {transactions} transactions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_in_flight_when_the_database_goes_away_fails_cleanly() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    let proxy = Proxy::start().await;
+    let store = Arc::new(
+        PostgresStore::connect(&proxy.url(), 4, Some(&schema.name))
+            .await
+            .expect("connect"),
+    );
+    store.migrate().await.expect("migrate");
+    install_trap(&admin, &schema.name).await;
+    // `slow` holds its group in flight while the connection is cut.
+    let in_flight = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .enqueue(delivery("d1").as_ref(), &[target("i1", "api", "slow")], T0)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.stop().await;
+    let outcome = in_flight.await.expect("task");
+    assert!(
+        matches!(&outcome, Err(StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    proxy.restart().await;
+    // The sender retries: stored now, or a duplicate if the cut came after
+    // the commit; either way nothing acknowledged is lost.
+    let retried = store
+        .enqueue(
+            delivery("d1").as_ref(),
+            &[target("i1", "api", "slow")],
+            T0 + 1,
+        )
+        .await
+        .expect("the retry after the database returned");
+    assert!(
+        matches!(retried, Enqueued::Stored(_) | Enqueued::DuplicateDelivery),
+        "{retried:?}"
+    );
+    let tags: Vec<String> = store
+        .pending(10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|pending| pending.image.tag)
+        .collect();
+    assert_eq!(tags, ["slow"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_failed_for_the_servers_reasons_is_not_reused() {
+    let Some(admin) = admin().await else {
+        return;
+    };
+    let schema = TestSchema::new();
+    let application = format!("discard-{}", schema.name);
+    let url = format!("{}?application_name={application}", database_url());
+    let store = PostgresStore::connect(&url, 1, Some(&schema.name))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    install_trap(&admin, &schema.name).await;
+    let backends = || async {
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&application],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .iter()
+            .map(|row| row.get::<_, i32>(0))
+            .collect::<Vec<i32>>()
+    };
+    store
+        .enqueue(None, &[target("i1", "api", "v1")], T0)
+        .await
+        .expect("enqueue");
+    let before = backends().await;
+    assert_eq!(before.len(), 1, "one pooled connection");
+    // A transient failure (as a standby's read-only answer after a failover).
+    assert!(matches!(
+        store
+            .enqueue(None, &[target("i1", "api", "flaky")], T0)
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    store
+        .enqueue(None, &[target("i1", "api", "v2")], T0)
+        .await
+        .expect("enqueue on a new connection");
+    let after = backends().await;
+    assert!(
+        after.iter().any(|pid| !before.contains(pid)),
+        "a new connection served the next webhook: before {before:?}, after {after:?}"
     );
 }

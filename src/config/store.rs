@@ -9,6 +9,7 @@ use super::parse::{non_zero, positive_millis};
 use super::raw::RawStore;
 use crate::domain::PositiveMillis;
 use crate::secret::Secret;
+use crate::store::postgres::connect_config::{self, ConnectConfig};
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -28,8 +29,9 @@ pub struct StoreSettings {
 pub enum StoreLocation {
     /// `sqlite://relative.db` or `sqlite:///abs/path.db`.
     Sqlite(PathBuf),
-    /// The whole `postgres://` URL: it may carry a password.
-    Postgres(Secret),
+    /// The `postgres://` URL, parsed: server, credentials (redacted in
+    /// `Debug`), `sslmode` and `sslrootcert`.
+    Postgres(Box<ConnectConfig>),
 }
 
 impl StoreSettings {
@@ -70,7 +72,18 @@ impl StoreLocation {
             }
             Ok(StoreLocation::Sqlite(PathBuf::from(path)))
         } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            Ok(StoreLocation::Postgres(url.clone()))
+            // The error names the server and the part that is wrong, never the password.
+            connect_config::parse(text)
+                .map(|config| StoreLocation::Postgres(Box::new(config)))
+                .map_err(|error| {
+                    ConfigError::invalid(
+                        "store.url",
+                        error
+                            .to_string()
+                            .trim_start_matches("store.url: ")
+                            .to_string(),
+                    )
+                })
         } else {
             Err(ConfigError::invalid(
                 "store.url",

@@ -46,10 +46,17 @@ fn the_memory_store_is_not_a_configurable_store() {
     let toml = format!("{HSS}[store]\nurl = \"memory://\"\n");
     assert_eq!(refused_key(&toml), "store.url");
     let settings = load("[store]\nurl = \"postgres://u:pw@db/bridge\"\n").expect("postgres");
-    let StoreLocation::Postgres(url) = &settings.store.location else {
+    let StoreLocation::Postgres(config) = &settings.store.location else {
         panic!("postgres expected");
     };
-    assert_eq!(url.expose(), "postgres://u:pw@db/bridge");
+    assert_eq!(config.server(), "db:5432");
+    let refused = load("[store]\nurl = \"postgres://u:pw@db/bridge?sslmode=sometimes\"\n")
+        .expect_err("unknown sslmode");
+    assert!(
+        refused.to_string().contains("store.url") && refused.to_string().contains("sslmode"),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("pw"), "{refused}");
     assert!(
         !format!("{settings:?}").contains("pw@db"),
         "the URL is a secret"

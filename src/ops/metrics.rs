@@ -264,7 +264,15 @@ impl Metrics {
     /// fresh instance's first dead letter or store error (a series that appears
     /// already at 1 shows no increase). Other label values (a rejection's error
     /// code, an ignore reason) appear on first use.
-    pub fn export_from_start(&self, source_names: &[&str], batch_window: Duration) {
+    ///
+    /// A poll source's last-success time starts at 0 (never): a poller that
+    /// has not succeeded since start-up is as stalled as one that stopped.
+    pub fn export_from_start(
+        &self,
+        source_names: &[&str],
+        poll_source_names: &[&str],
+        batch_window: Duration,
+    ) {
         self.batch_window_seconds.set(batch_window.as_secs_f64());
         let image_types = [
             ImageType::PrivateImage,
@@ -294,6 +302,17 @@ impl Metrics {
         ];
         expose_at_zero(&self.swr_requests, &swr_calls);
         expose_at_zero(&self.swr_request_seconds, &swr_calls);
+        expose_at_zero(
+            &self.swr_polls,
+            &[
+                ("source", poll_source_names),
+                ("outcome", &["success", "error", "auth_error"]),
+            ],
+        );
+        expose_at_zero(&self.swr_poll_tags_found, &[("source", poll_source_names)]);
+        for source in poll_source_names {
+            self.swr_poll_last_success.with_label_values(&[source]);
+        }
     }
 
     /// Records one `/readyz` answer, counting it when it differs from the last.
@@ -445,7 +464,7 @@ mod tests {
 
     fn fresh() -> (Metrics, String) {
         let metrics = Metrics::new().expect("registry");
-        metrics.export_from_start(&["swr-ee", "harbor"], Duration::from_millis(2_500));
+        metrics.export_from_start(&["swr-ee", "harbor"], &[], Duration::from_millis(2_500));
         let text = metrics.render().expect("render");
         (metrics, text)
     }

@@ -92,23 +92,14 @@ pub struct Poller {
     pub lease_length: Duration,
 }
 
-const OUTCOMES: [&str; 3] = ["success", "error", "auth_error"];
-
 impl Poller {
     /// Polls at once, then every interval, until `stop` turns true (or its
     /// sender is gone); a poll in progress is abandoned then (everything it
     /// stored stays, and the next poll, here or on another replica, redoes
     /// the rest). Gives up the lease on the way out.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        // Its series exist from start-up: `Metrics::export_from_start`.
         let source = self.source.name.clone();
-        for outcome in OUTCOMES {
-            self.metrics
-                .swr_polls
-                .with_label_values(&[source.as_str(), outcome]);
-        }
-        self.metrics
-            .swr_poll_tags_found
-            .with_label_values(&[source.as_str()]);
         let interval = self.source.settings.interval;
         loop {
             if *stop.borrow() {

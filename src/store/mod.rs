@@ -28,6 +28,7 @@ pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod digest_queue;
+mod group_commit;
 pub mod history;
 pub mod memory;
 pub mod poll_state;
@@ -45,7 +46,7 @@ pub use history::{
 pub use memory::MemoryStore;
 pub use poll_state::PollStateStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or refused the connection: senders
     /// should retry later (503).
@@ -300,8 +301,8 @@ pub async fn open(
         StoreLocation::Sqlite(path) => {
             std::sync::Arc::new(sqlite::SqliteStore::open(path, pool_size).await?)
         }
-        StoreLocation::Postgres(url) => std::sync::Arc::new(
-            postgres::PostgresStore::connect(url.expose(), pool_size, None).await?,
+        StoreLocation::Postgres(config) => std::sync::Arc::new(
+            postgres::PostgresStore::connect_with(config, pool_size, None).await?,
         ),
     };
     store.migrate().await?;

@@ -530,7 +530,9 @@ async fn a_digest_acknowledged_before_a_sigkill_is_resolved_after_the_restart() 
 
 #[tokio::test]
 async fn two_replicas_on_postgres_resolve_each_digest_once() {
-    let database = crate::common::postgres_support::FreshDatabase::create().await;
+    let Some(database) = crate::common::postgres_support::FreshDatabase::create().await else {
+        return;
+    };
     let hss = FakeHss::start(AK, SK).await;
     let swr = FakeSwr::start(hss.credentials(), PROJECT_ID, INSTANCE_ID).await;
     // A slow SWR: while one replica waits for an answer, the other claims.

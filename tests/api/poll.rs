@@ -374,7 +374,9 @@ async fn three_replicas_on_postgresql_enqueue_each_new_tag_once() {
     let hss = FakeHss::start(AK, SK).await;
     let swr = FakeSwr::start(AK, SK).await;
     seed_last_year(&swr);
-    let database = FreshDatabase::create().await;
+    let Some(database) = FreshDatabase::create().await else {
+        return;
+    };
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Bridge::start(settings(&hss, &swr, &database.url, "")).await);

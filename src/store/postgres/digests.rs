@@ -8,9 +8,12 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
+use super::PostgresStore;
+use super::bounded;
+use super::enqueue::{GroupPlan, ImageRow};
 use super::errors::from_postgres;
 use super::history;
-use super::{PostgresStore, as_bigint, bounded, count_of, get, insert_unbatched, partition_of};
+use super::rows::{as_bigint, count_of, get, partition_of};
 use crate::store::history::{TargetOutcome, digest_settled_events, digests_queued_events};
 use crate::store::{
     ClaimedDigest, DeadLetterCause, DeliveryKey, DigestQueue, DigestSettlement, EnqueueCounts,
@@ -216,21 +219,12 @@ impl DigestQueue for PostgresStore {
                     tx.execute(delete, &[&claimed.id])
                         .await
                         .map_err(from_postgres)?;
-                    for target in targets {
-                        let one = insert_unbatched(
-                            &tx,
-                            &claimed.digest.source,
-                            &target.partition,
-                            &[(
-                                &target.image,
-                                target.instance_url.as_deref(),
-                                target.digest.as_deref(),
-                            )],
-                            now,
-                        )
+                    let source = claimed.digest.source.as_str();
+                    let rows = targets.iter().map(ImageRow::from);
+                    let written = GroupPlan::new([(source, None, rows, now)])
+                        .write(&tx)
                         .await?;
-                        outcomes.extend(one);
-                    }
+                    outcomes = written.into_iter().flat_map(|w| w.outcomes).collect();
                 }
                 DigestSettlement::AskAgain {
                     not_before,

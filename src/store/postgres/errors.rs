@@ -30,11 +30,18 @@ pub(super) fn from_migration(error: tokio_postgres::Error) -> StoreError {
 /// No connection could be had. Whatever the cause (server down, refused,
 /// unknown database, bad password, pool exhausted), the store cannot serve
 /// now and may later: `/readyz` turns not ready and webhooks get 503.
-pub(super) fn from_pool(error: PoolError) -> StoreError {
+/// `server` names the database's hosts (never credentials), so that a TLS
+/// or network problem says where it happened.
+pub(super) fn from_pool(error: PoolError, server: &str) -> StoreError {
     let message = match error {
-        PoolError::Backend(error) => format!("cannot connect to PostgreSQL: {}", describe(&error)),
+        PoolError::Backend(error) => {
+            format!(
+                "cannot connect to PostgreSQL at {server}: {}",
+                describe(&error)
+            )
+        }
         PoolError::Timeout(kind) => {
-            format!("timed out getting a PostgreSQL connection ({kind:?})")
+            format!("timed out getting a PostgreSQL connection to {server} ({kind:?})")
         }
         PoolError::Closed => "the PostgreSQL connection pool is closed".to_string(),
         PoolError::NoRuntimeSpecified => {
@@ -141,13 +148,16 @@ mod tests {
 
     #[test]
     fn pool_failures_are_unavailable() {
-        let timeout = from_pool(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait));
+        let timeout = from_pool(
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait),
+            "db:5432",
+        );
         assert!(
-            matches!(&timeout, StoreError::Unavailable(message) if message == "timed out getting a PostgreSQL connection (Wait)"),
+            matches!(&timeout, StoreError::Unavailable(message) if message == "timed out getting a PostgreSQL connection to db:5432 (Wait)"),
             "{timeout:?}"
         );
         assert!(matches!(
-            from_pool(PoolError::Closed),
+            from_pool(PoolError::Closed, "db:5432"),
             StoreError::Unavailable(_)
         ));
     }

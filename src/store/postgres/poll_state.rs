@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
 use super::errors::from_postgres;
-use super::{PostgresStore, bounded, get};
+use super::rows::get;
+use super::{PostgresStore, bounded};
 use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 

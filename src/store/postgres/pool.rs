@@ -1,6 +1,7 @@
-//! The connection pool: parsed from `store.url`, every connection placed in
+//! The connection pool: every connection TLS as `store.url` asks, placed in
 //! the store's schema, failing fast while the database is away and healing
-//! by itself when it returns.
+//! by itself when it returns (a failover's or restart's dead connections
+//! are found by the check before each use and replaced).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,8 +9,10 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use super::connect_config::ConnectConfig;
+use super::tls::MakeRustlsConnect;
 use crate::store::StoreError;
 
 /// How long a caller waits for a connection (a free one, or a new one
@@ -22,19 +25,21 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the pool without connecting: the database may be down at start-up,
 /// and the first use reports that as `Unavailable` like any later outage.
-pub(super) fn build(url: &str, pool_size: usize, schema: Option<&str>) -> Result<Pool, StoreError> {
+/// TLS roots are loaded now: a missing root file fails here, naming the server.
+pub(super) fn build(
+    connect: &ConnectConfig,
+    pool_size: usize,
+    schema: Option<&str>,
+) -> Result<Pool, StoreError> {
     if pool_size == 0 {
         return Err(StoreError::Query(
             "store.pool_size must be at least 1 for PostgreSQL".to_string(),
         ));
     }
-    let mut pg_config: tokio_postgres::Config = url.parse().map_err(|error| {
-        // The parse error names the offending key, never the password.
-        StoreError::Query(format!(
-            "store.url is not a valid PostgreSQL URL: {}",
-            super::errors::describe(&error)
-        ))
+    let tls = MakeRustlsConnect::new(connect).map_err(|error| {
+        StoreError::Query(format!("PostgreSQL at {}: {error}", connect.server()))
     })?;
+    let mut pg_config = connect.pg.clone();
     if pg_config.get_connect_timeout().is_none() {
         pg_config.connect_timeout(ACQUIRE_TIMEOUT);
     }
@@ -42,6 +47,7 @@ pub(super) fn build(url: &str, pool_size: usize, schema: Option<&str>) -> Result
         pg_config.application_name("swr-scan-bridge");
     }
     let session = SessionSetup {
+        tls,
         set_search_path: schema.map(|schema| format!("SET search_path TO {}", quote_ident(schema))),
     };
     // Verified runs an empty query before handing out a pooled connection, so
@@ -85,6 +91,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Opens a connection and, when the store has its own schema, points the
 /// session's search_path at it before anyone may use the connection.
 struct SessionSetup {
+    tls: MakeRustlsConnect,
     set_search_path: Option<String>,
 }
 
@@ -94,8 +101,9 @@ impl deadpool_postgres::Connect for SessionSetup {
         pg_config: &tokio_postgres::Config,
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         let pg_config = pg_config.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let (client, connection) = pg_config.connect(NoTls).await?;
+            let (client, connection) = pg_config.connect(tls).await?;
             // The connection future drives the socket; the client is only a handle.
             let connection_task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
@@ -133,28 +141,45 @@ mod tests {
         assert!(validate_schema("a\0b").is_err());
     }
 
+    fn parsed(url: &str) -> ConnectConfig {
+        super::super::connect_config::parse(url).expect("valid URL")
+    }
+
     #[tokio::test]
-    async fn bad_urls_and_sizes_are_refused_without_echoing_the_url() {
-        let error =
-            build("postgres://u:hunter2@h/db?nonsense=1", 4, None).expect_err("unknown option");
-        let message = error.to_string();
-        assert_eq!(
-            message,
-            "store query failed: store.url is not a valid PostgreSQL URL: \
-             invalid connection string: unknown option `nonsense`"
-        );
-        assert!(!message.contains("hunter2"), "{message}");
+    async fn a_zero_pool_size_is_refused() {
         assert!(matches!(
-            build("postgres://u@h/db", 0, None),
+            build(&parsed("postgres://u@h/db"), 0, None),
             Err(StoreError::Query(_))
         ));
     }
 
     #[tokio::test]
+    async fn a_missing_root_file_fails_at_once_naming_the_server() {
+        let error = build(
+            &parsed("postgres://u:hunter2@db.example:6432/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+            2,
+            None,
+        )
+        .expect_err("no root file");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "store query failed: PostgreSQL at db.example:6432: sslrootcert /nonexistent/ca.pem: "
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[tokio::test]
     async fn building_the_pool_does_not_connect() {
         // Port 1 on localhost refuses connections; building must still succeed.
-        let pool = build("postgres://postgres@127.0.0.1:1/test", 2, Some("s"))
-            .expect("pool without connecting");
+        let pool = build(
+            &parsed("postgres://postgres@127.0.0.1:1/test"),
+            2,
+            Some("s"),
+        )
+        .expect("pool without connecting");
         assert_eq!(pool.status().size, 0);
     }
 }

@@ -6,9 +6,9 @@ use rusqlite::{Connection, Transaction};
 
 use super::connection::immediate;
 use super::errors::sql_failure;
-use super::group_commit::EnqueueJob;
 use super::history;
 use crate::domain::{ImageRef, Partition};
+use crate::store::group_commit::EnqueueJob;
 use crate::store::history::{TargetOutcome, arrival_events};
 use crate::store::{Arrival, EnqueueCounts, Enqueued, Millis, StoreError};
 

@@ -29,7 +29,7 @@
 //! lock (`busy_timeout` polls it with sleeps). Enqueues that arrive while a
 //! commit runs are therefore written together in the next transaction, each in
 //! its own savepoint, and each answered only once that transaction committed:
-//! see [`group_commit`].
+//! see [`super::group_commit`].
 //!
 //! All blocking SQLite work runs on the pool's `interact` (tokio's blocking
 //! threads), never on the async runtime threads.
@@ -53,7 +53,6 @@ mod connection;
 mod digests;
 mod enqueue;
 mod errors;
-mod group_commit;
 mod history;
 mod migrate;
 mod poll_state;
@@ -62,12 +61,12 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
+use super::group_commit::{EnqueueJob, GroupCommit};
 use admin::{dead_letters, pending, prune_deliveries, retry_dead_letter, stats};
 use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, configure_connection, take_turn};
 use enqueue::commit_group;
 use errors::{panic_reason, sql_failure};
-use group_commit::{EnqueueJob, GroupCommit};
 use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
 use settle::{Lease, complete, dead_letter, release};
 

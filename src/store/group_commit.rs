@@ -1,24 +1,27 @@
-//! Group commit for the SQLite store's enqueues: webhooks that arrive while a
-//! commit is running are written together in the next transaction, so they
-//! share one `BEGIN IMMEDIATE` and one WAL fsync instead of queueing on the
-//! file's write lock one by one.
+//! Group commit for enqueues, shared by the SQLite and PostgreSQL stores:
+//! webhooks that arrive while a commit is running are written together in the
+//! next transaction, so they share one commit (SQLite: one `BEGIN IMMEDIATE`
+//! and one WAL fsync; PostgreSQL: one statement and one WAL flush) instead of
+//! paying for it one by one.
 //!
 //! The promise of [`Store::enqueue`](crate::store::Store::enqueue) is kept per
 //! caller: each gets its answer only after the transaction that holds ITS rows
-//! committed (with `synchronous=FULL`, after the fsync). A failure inside one
-//! webhook's statements rolls back that webhook's savepoint only; a failed
-//! commit fails every webhook of the group, and none of them was acknowledged.
+//! committed. How a backend isolates one webhook's failure from the others of
+//! its group is up to its `commit` function; a failed commit fails every
+//! webhook of the group, and none of them was acknowledged.
 //!
 //! Who commits: every caller queues its job, then waits for whichever comes
-//! first: its answer (a lock holder committed its job) or the writer lock.
-//! The lock holder commits one group of the oldest queued jobs and lets go,
-//! so the store's other writes (the batcher's claims), which queue with the
-//! group commits for the store's write turn, wait at most one group. A job is
-//! never stranded: its caller keeps
-//! waiting for the lock until someone answers it; if it holds the lock and
-//! finds nothing queued, its job is in a group being committed, whose end
-//! answers it. A caller whose job is committed leaves at once, without
-//! queueing for the lock behind the next group.
+//! first: its answer (a committer committed its job) or a committer's turn.
+//! SQLite has one turn (one writer per file); PostgreSQL has a few, so that
+//! one group's statements run while another waits for its WAL flush (the
+//! server flushes concurrent commits together). A turn's holder commits one
+//! group of the oldest queued jobs and lets go, so the store's other writes
+//! (SQLite's batcher claims, which queue with the group commits for the
+//! store's write turn) wait at most one group. A job is never stranded: its
+//! caller keeps waiting for a turn until someone answers it; if it holds a
+//! turn and finds nothing queued, its job is in a group being committed,
+//! whose end answers it. A caller whose job is committed leaves at once,
+//! without queueing for a turn behind the next group.
 
 use std::sync::Mutex;
 
@@ -67,10 +70,17 @@ fn outcome_of(
     })
 }
 
-#[derive(Default)]
 pub(super) struct GroupCommit {
     queued: Mutex<Vec<EnqueueJob>>,
-    writer: tokio::sync::Mutex<()>,
+    /// One permit per group that may be committing at a time.
+    turns: tokio::sync::Semaphore,
+}
+
+impl Default for GroupCommit {
+    /// One group at a time.
+    fn default() -> Self {
+        GroupCommit::with_committers(1)
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -80,6 +90,14 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
+    /// Up to `committers` groups committing at once (at least one).
+    pub fn with_committers(committers: usize) -> Self {
+        GroupCommit {
+            queued: Mutex::default(),
+            turns: tokio::sync::Semaphore::new(committers.max(1)),
+        }
+    }
+
     /// Queues one webhook's images; its outcome arrives through the [`Answer`].
     pub fn queue(&self, arrival: &Arrival<'_>, now: Millis) -> Answer {
         let (answer, receiver) = oneshot::channel();
@@ -95,9 +113,9 @@ impl GroupCommit {
         Answer(receiver)
     }
 
-    /// Waits for the answer to a queued job. Each time the writer lock comes
-    /// first, commits the next group with `commit` (which must answer every
-    /// job it is given) under it.
+    /// Waits for the answer to a queued job. Each time a turn comes first,
+    /// commits the next group with `commit` (which must answer every job it
+    /// is given) during it.
     pub async fn settle<F>(
         &self,
         answer: Answer,
@@ -111,25 +129,31 @@ impl GroupCommit {
             tokio::select! {
                 biased;
                 outcome = &mut receiver => return outcome_of(outcome),
-                writer = self.writer.lock() => {
+                turn = self.turns.acquire() => {
+                    // The semaphore is never closed; were it, waiting for
+                    // the answer is all that is left.
+                    let Ok(turn) = turn else {
+                        return outcome_of(receiver.await);
+                    };
                     let jobs = self.next_group();
                     if jobs.is_empty() {
                         // Ours is in a group still being committed.
-                        drop(writer);
+                        drop(turn);
                         return outcome_of(receiver.await);
                     }
                     commit(jobs).await;
-                    drop(writer);
+                    drop(turn);
                 }
             }
         }
     }
 
-    /// Takes the writer lock as a committing caller would (tests line jobs
-    /// up behind it, so that they commit as one group).
+    /// Takes every turn as committing callers would (tests line jobs up
+    /// behind them, so that they commit as one group).
     #[cfg(test)]
-    pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
+    pub async fn writer(&self) -> tokio::sync::SemaphorePermit<'_> {
+        let all = u32::try_from(self.turns.available_permits()).expect("few permits");
+        self.turns.acquire_many(all).await.expect("never closed")
     }
 
     /// Up to [`MAX_GROUP`] of the oldest queued jobs; empty when none wait.
