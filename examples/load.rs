@@ -1342,7 +1342,7 @@ async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
             let settings =
                 Settings::from_toml(&bridge_config(&url, 2000, 100)).map_err(|e| e.to_string())?;
             // One quick try, so a missing backend does not cost the start-up retries.
-            swr_scan_bridge::store::open(&settings.store)
+            swr_scan_bridge::store::configured::open(&settings.store)
                 .await
                 .map_err(|e| e.to_string())?;
             let bare = args.baseline(scheme, report).await?;

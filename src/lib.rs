@@ -13,7 +13,8 @@
 //!   the vocabulary every layer shares.
 //! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
-//! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait.
+//! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait;
+//!   [`store::configured`] opens the one `[store]` names.
 //! - [`resolver`]: asks SWR EE for the tags of digest-only pushes; they join the queue.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
@@ -33,8 +34,10 @@
 //! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]).
 //!
 //! Imports run one way: `config` and `filter` sit below `intake`, `hss` and
-//! `store`; `domain` and `secret` below everything. No two source files import
-//! each other, directly or around a loop, by `crate::` paths.
+//! `store` (config borrows only leaf parsers from them: `hss::api`,
+//! `hss::scan_tasks`, `store::postgres::connect_config`); `domain` and `secret`
+//! below everything. No two modules import each other, directly or around a
+//! loop; inside a module, children may name what their `mod.rs` re-exports.
 
 pub mod api_error;
 pub mod app_state;

@@ -334,7 +334,7 @@ async fn stop_server(handle: ServerHandle, deadline: tokio::time::Instant) {
 async fn open_store_with_retry(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
     let mut attempt = 0;
     loop {
-        match store::open(&settings.store).await {
+        match store::configured::open(&settings.store).await {
             Ok(store) => return Ok(store),
             Err(StoreError::Unavailable(reason)) if attempt < 10 => {
                 attempt += 1;

@@ -73,7 +73,12 @@ impl Batcher {
         Self {
             store,
             sender,
-            policy: BatchPolicy::configured(batch, lease),
+            // The policy `[batch]` and `store.lease_ms` configure.
+            policy: BatchPolicy {
+                window_ms: batch.window.get(),
+                max_images: batch.max_images.get(),
+                lease_ms: lease.get(),
+            },
             backoff: Backoff::from_settings(batch),
             idle: batch.window.as_duration(),
             clock,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::endpoint::{ApiEndpoint, regional_endpoint};
 use super::error::ConfigError;
 use super::raw::{HssAuthKind, RawHss};
-use crate::hss::HssApi;
+use crate::hss::api::HssApi;
 use crate::hss::scan_tasks::ScanScope;
 use crate::secret::Secret;
 

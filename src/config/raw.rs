@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use crate::domain::ImageType;
-use crate::hss::HssApi;
+use crate::hss::api::HssApi;
 use crate::hss::scan_tasks::ScanScope;
 use crate::secret::Secret;
 

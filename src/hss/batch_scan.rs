@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::domain::BatchImage;
 use crate::domain::{ImageType, Partition};
-use crate::store::BatchImage;
 
 #[derive(Serialize)]
 struct BatchScanBody<'a> {

@@ -10,8 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::BatchImage;
 use crate::domain::{ImageType, Partition};
-use crate::store::BatchImage;
 
 /// One risk class of `hss.scan_scope`, as HSS encodes it in `scan_scope`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -39,8 +39,8 @@ pub enum ScanOutcome {
 pub trait ScanSender: Send + Sync + 'static {
     /// The HSS API the batches go to (a metrics label). Senders that speak
     /// only batch-scan keep this default.
-    fn api(&self) -> super::HssApi {
-        super::HssApi::BatchScan
+    fn api(&self) -> super::api::HssApi {
+        super::api::HssApi::BatchScan
     }
 
     async fn batch_scan(&self, partition: &Partition, images: &[BatchImage]) -> ScanOutcome;

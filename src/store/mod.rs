@@ -25,6 +25,7 @@ use crate::domain::{ImageRef, Partition, ScanTarget};
 // so that store code keeps naming them from here.
 pub use crate::domain::{BatchImage, Millis, PositiveMillis};
 
+pub mod configured;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod digest_queue;
@@ -87,15 +88,6 @@ pub struct BatchPolicy {
 }
 
 impl BatchPolicy {
-    /// The policy `[batch]` and `store.lease_ms` configure.
-    pub fn configured(batch: &crate::config::BatchSettings, lease: PositiveMillis) -> Self {
-        Self {
-            window_ms: batch.window.get(),
-            max_images: batch.max_images.get(),
-            lease_ms: lease.get(),
-        }
-    }
-
     /// The same policy, but every pending image is due now (`/admin/flush`, drain).
     pub fn flush_now(self) -> Self {
         Self {
@@ -241,22 +233,4 @@ pub trait Store: DigestQueue + PollStateStore + Send + Sync + 'static {
 
     /// Forgets delivery ids recorded before `cutoff`; returns how many.
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError>;
-}
-
-/// Opens the backend `store.url` names, and migrates it.
-pub async fn open(
-    settings: &crate::config::StoreSettings,
-) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    use crate::config::StoreLocation;
-    let pool_size = settings.pool_size.get();
-    let store: std::sync::Arc<dyn Store> = match &settings.location {
-        StoreLocation::Sqlite(path) => {
-            std::sync::Arc::new(sqlite::SqliteStore::open(path, pool_size).await?)
-        }
-        StoreLocation::Postgres(config) => std::sync::Arc::new(
-            postgres::PostgresStore::connect_with(config, pool_size, None).await?,
-        ),
-    };
-    store.migrate().await?;
-    Ok(store)
 }
