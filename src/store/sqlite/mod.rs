@@ -70,6 +70,10 @@ use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
 use settle::{complete, dead_letter, release};
 use writer::GroupWriter;
 
+/// A group commit takes milliseconds; one still running after this long waits
+/// on a lock held elsewhere, and readiness says so.
+const WRITER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The SQLite [`Store`]. Cheap to share behind an `Arc`; drop it inside the
 /// tokio runtime (its connections close on blocking threads).
 #[derive(Debug)]
@@ -253,6 +257,19 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // Reads can work while writes are stuck (another process holds the
+        // file's write lock): a writer long on one group is not ready either.
+        if let Some(busy) = self
+            .writer
+            .busy_for()
+            .filter(|busy| *busy > WRITER_STUCK_AFTER)
+        {
+            return Err(StoreError::Unavailable(format!(
+                "sqlite database {}: the enqueue writer has waited {} ms on one group",
+                self.path.display(),
+                busy.as_millis()
+            )));
+        }
         self.run("ping", |conn| {
             conn.prepare_cached("SELECT 1")?
                 .query_row([], |row| row.get::<_, i64>(0))

@@ -12,8 +12,9 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -32,6 +33,20 @@ struct Shared {
     stopping: AtomicBool,
     /// Set by the writer as it ends; a job queued after that is refused.
     ended: AtomicBool,
+    /// Since when (µs after `epoch`, plus one) the writer works on one group;
+    /// 0 while it sleeps. Lets readiness see a writer stuck on the file lock.
+    busy_since_us: AtomicU64,
+    epoch: OnceInstant,
+}
+
+/// When the writer's clock starts (for `busy_since_us`).
+#[derive(Debug)]
+struct OnceInstant(Instant);
+
+impl Default for OnceInstant {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
 }
 
 impl Shared {
@@ -115,6 +130,13 @@ impl GroupWriter {
         GroupCommit::outcome(answer).await
     }
 
+    /// How long the writer has been on its current group, if it is on one.
+    pub fn busy_for(&self) -> Option<Duration> {
+        let since = self.shared.busy_since_us.load(Ordering::SeqCst);
+        let now = self.shared.epoch.0.elapsed();
+        (since > 0).then(|| now.saturating_sub(Duration::from_micros(since - 1)))
+    }
+
     /// Lets the writer commit what is queued and end; later enqueues fail.
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
@@ -167,6 +189,9 @@ fn write_groups(shared: &Shared, conn: &mut Connection, path: &Path, write_turn:
             thread::park();
             continue;
         }
+        let started = shared.epoch.0.elapsed().as_micros();
+        let started = u64::try_from(started).unwrap_or(u64::MAX - 1) + 1;
+        shared.busy_since_us.store(started, Ordering::SeqCst);
         let turn = take_turn(write_turn);
         let jobs = shared.group.next_group();
         if !jobs.is_empty() {
@@ -179,6 +204,7 @@ fn write_groups(shared: &Shared, conn: &mut Connection, path: &Path, write_turn:
             }
         }
         drop(turn);
+        shared.busy_since_us.store(0, Ordering::SeqCst);
     }
     shared.ended.store(true, Ordering::SeqCst);
     shared.refuse_queued(&unavailable(path, "the store is closed").to_string());
