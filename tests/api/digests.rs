@@ -517,12 +517,22 @@ async fn a_digest_acknowledged_before_a_sigkill_is_resolved_after_the_restart() 
         scanned_tags(&hss) == tags_once(&["v9"])
     })
     .await;
-    // Its resolution is logged right after the commit that queued the tag,
-    // which under load may come after the tag already reached HSS.
+    // The restarted bridge itself resolved it: its counter says so (counted
+    // right after the commit that queued the tag, which under load may come
+    // after the tag already reached HSS).
+    let metrics_url = restarted.url("/metrics");
     wait_until(
         Duration::from_secs(10),
-        "the restarted bridge logging the resolution",
-        || async { restarted.logs().contains("\"outcome\":\"resolved\"") },
+        "the restarted bridge counting the resolution",
+        || async {
+            let text = match reqwest::get(&metrics_url).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            text.lines().any(|line| {
+                line == "swr_scan_bridge_digest_resolutions_total{outcome=\"resolved\"} 1"
+            })
+        },
     )
     .await;
     drop(restarted);
