@@ -40,14 +40,17 @@ SELECT t.id, t.image_type, t.instance_id, t.enterprise_project_id, t.attempts,
 FROM taken t LEFT JOIN pending_images p ON p.batch_id = t.id
 ORDER BY p.enqueued_at, p.id";
 
-/// Partitions whose unbatched images fill a batch or whose oldest waited a
-/// window, oldest first. Walks the `pending_images_unbatched_age` index
-/// instead of grouping every unbatched row: one seek per partition for the
-/// next key, one for its oldest image, and at most `max_images` entries to
+/// Each partition with unbatched images (`waiting.key`), its oldest image's
+/// enqueue time (`waiting.oldest`) and whether it holds `$1` images, i.e. a
+/// full batch (`waiting.is_full`). Walks the `pending_images_unbatched_age`
+/// index instead of grouping every unbatched row: one seek per partition for
+/// the next key, one for its oldest image, and at most `max_images` entries to
 /// tell a full batch. A `GROUP BY` over a backlog of tens of thousands of
 /// images took 7-30 ms per claim and held the server's CPU while webhooks
-/// waited for their commits.
-const DUE_PARTITIONS: &str = "
+/// waited for their commits (BENCHMARKS.md).
+macro_rules! waiting_partitions {
+    () => {
+        "
 WITH RECURSIVE partitions(key) AS (
     (SELECT partition_key FROM pending_images
      WHERE batch_id IS NULL ORDER BY partition_key LIMIT 1)
@@ -56,20 +59,33 @@ WITH RECURSIVE partitions(key) AS (
             WHERE p.batch_id IS NULL AND p.partition_key > partitions.key
             ORDER BY p.partition_key LIMIT 1)
     FROM partitions WHERE partitions.key IS NOT NULL
-)
-SELECT partitions.key AS partition_key
-FROM partitions
-CROSS JOIN LATERAL (
-    SELECT enqueued_at AS oldest FROM pending_images
-    WHERE batch_id IS NULL AND partition_key = partitions.key
-    ORDER BY partition_key, enqueued_at, id LIMIT 1) AS first
-WHERE partitions.key IS NOT NULL
-  AND (first.oldest + $2::bigint <= $3::bigint
-       OR EXISTS (SELECT 1 FROM pending_images
-                  WHERE batch_id IS NULL AND partition_key = partitions.key
-                  ORDER BY partition_key, enqueued_at, id OFFSET $1::bigint - 1 LIMIT 1))
-ORDER BY first.oldest, partitions.key
-LIMIT $4::bigint";
+),
+waiting AS (
+    SELECT partitions.key, first.oldest,
+           EXISTS (SELECT 1 FROM pending_images
+                   WHERE batch_id IS NULL AND partition_key = partitions.key
+                   ORDER BY partition_key, enqueued_at, id
+                   OFFSET $1::bigint - 1 LIMIT 1) AS is_full
+    FROM partitions
+    CROSS JOIN LATERAL (
+        SELECT enqueued_at AS oldest FROM pending_images
+        WHERE batch_id IS NULL AND partition_key = partitions.key
+        ORDER BY partition_key, enqueued_at, id LIMIT 1) AS first
+    WHERE partitions.key IS NOT NULL
+)"
+    };
+}
+
+/// Partitions due now (full, or their oldest image waited a window), oldest
+/// first.
+const DUE_PARTITIONS: &str = concat!(
+    waiting_partitions!(),
+    "
+SELECT key AS partition_key FROM waiting
+WHERE is_full OR oldest + $2::bigint <= $3::bigint
+ORDER BY oldest, key
+LIMIT $4::bigint"
+);
 
 /// Scoped by schema so that stores in other schemas (tests, other
 /// deployments in one database) never block each other.
@@ -100,15 +116,17 @@ WITH batch AS (
 )
 SELECT id FROM batch";
 
-/// A full partition is due at once: `now` stands for "already".
-const NEXT_DUE: &str = "
+/// When the next claim may find something: the soonest batch retry or lease
+/// end, and each waiting partition's window end (`now`, `$3`, for a full one).
+const NEXT_DUE: &str = concat!(
+    waiting_partitions!(),
+    "
 SELECT min(due) AS due FROM (
     SELECT COALESCE(lease_until, next_attempt_at) AS due FROM batches
     UNION ALL
-    SELECT CASE WHEN count(*) >= $1 THEN $3 ELSE min(enqueued_at) + $2 END
-    FROM pending_images WHERE batch_id IS NULL
-    GROUP BY partition_key
-) AS due_times";
+    SELECT CASE WHEN is_full THEN $3::bigint ELSE oldest + $2::bigint END FROM waiting
+) AS due_times"
+);
 
 /// Takes over a batch whose retry time came or whose lease ran out.
 pub(super) async fn reclaim_batch(
