@@ -14,6 +14,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::errors::from_postgres;
+use super::partition_walk::waiting_partitions;
 use super::rows::{as_bigint, attempts_of, batch_image_of, get, partition_of};
 use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis, StoreError};
 
@@ -39,42 +40,6 @@ SELECT t.id, t.image_type, t.instance_id, t.enterprise_project_id, t.attempts,
        p.namespace, p.name, p.tag, p.instance_url, p.digest
 FROM taken t LEFT JOIN pending_images p ON p.batch_id = t.id
 ORDER BY p.enqueued_at, p.id";
-
-/// Each partition with unbatched images (`waiting.key`), its oldest image's
-/// enqueue time (`waiting.oldest`) and whether it holds `$1` images, i.e. a
-/// full batch (`waiting.is_full`). Walks the `pending_images_unbatched_age`
-/// index instead of grouping every unbatched row: one seek per partition for
-/// the next key, one for its oldest image, and at most `max_images` entries to
-/// tell a full batch. A `GROUP BY` over a backlog of tens of thousands of
-/// images took 7-30 ms per claim and held the server's CPU while webhooks
-/// waited for their commits (BENCHMARKS.md).
-macro_rules! waiting_partitions {
-    () => {
-        "
-WITH RECURSIVE partitions(key) AS (
-    (SELECT partition_key FROM pending_images
-     WHERE batch_id IS NULL ORDER BY partition_key LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.partition_key FROM pending_images p
-            WHERE p.batch_id IS NULL AND p.partition_key > partitions.key
-            ORDER BY p.partition_key LIMIT 1)
-    FROM partitions WHERE partitions.key IS NOT NULL
-),
-waiting AS (
-    SELECT partitions.key, first.oldest,
-           EXISTS (SELECT 1 FROM pending_images
-                   WHERE batch_id IS NULL AND partition_key = partitions.key
-                   ORDER BY partition_key, enqueued_at, id
-                   OFFSET $1::bigint - 1 LIMIT 1) AS is_full
-    FROM partitions
-    CROSS JOIN LATERAL (
-        SELECT enqueued_at AS oldest FROM pending_images
-        WHERE batch_id IS NULL AND partition_key = partitions.key
-        ORDER BY partition_key, enqueued_at, id LIMIT 1) AS first
-    WHERE partitions.key IS NOT NULL
-)"
-    };
-}
 
 /// Partitions due now (full, or their oldest image waited a window), oldest
 /// first.

@@ -326,23 +326,16 @@ async fn write_bounded(
     jobs: &[EnqueueJob],
 ) -> Result<Vec<Enqueued>, StoreError> {
     let work = async {
-        let client = pool.get().await.map_err(|error| from_pool(error, server))?;
-        let plan = GroupPlan::new(jobs.iter().map(|job| {
-            (
-                job.delivery.as_ref(),
-                job.targets.iter().map(ImageRow::from),
-                job.now,
-            )
-        }));
-        let outcome = plan.write(&client).await;
-        if let Err(StoreError::Unavailable(_)) = &outcome {
-            // The server's condition, not the rows': after a failover the old
-            // primary may go on answering read-only on a live connection that
-            // the pool's check before use passes. Closing it makes the next
-            // checkout connect to whatever the host name names now.
-            drop(deadpool_postgres::Object::take(client));
+        match write_once(pool, server, jobs).await {
+            // The pool hands out a connection used a moment ago without a
+            // round trip (pool.rs), so one the server closed in between fails
+            // here; writing the group again on a fresh connection is safe:
+            // a delivery id or an unbatched image that did commit is found
+            // again and answered as a duplicate, never stored twice.
+            Err(Attempt::ConnectionLost(_)) => write_once(pool, server, jobs).await,
+            outcome => outcome,
         }
-        outcome
+        .map_err(Attempt::into_error)
     };
     match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
         Ok(outcome) => outcome,
@@ -350,5 +343,52 @@ async fn write_bounded(
             "PostgreSQL did not answer enqueue within {}s",
             OPERATION_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// How one write of a group failed.
+enum Attempt {
+    /// The connection was found closed: the statement may not have run.
+    ConnectionLost(StoreError),
+    Failed(StoreError),
+}
+
+impl Attempt {
+    fn into_error(self) -> StoreError {
+        match self {
+            Attempt::ConnectionLost(error) | Attempt::Failed(error) => error,
+        }
+    }
+}
+
+async fn write_once(
+    pool: &Pool,
+    server: &str,
+    jobs: &[EnqueueJob],
+) -> Result<Vec<Enqueued>, Attempt> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| Attempt::Failed(from_pool(error, server)))?;
+    let plan = GroupPlan::new(jobs.iter().map(|job| {
+        (
+            job.delivery.as_ref(),
+            job.targets.iter().map(ImageRow::from),
+            job.now,
+        )
+    }));
+    match plan.write(&client).await {
+        Ok(answers) => Ok(answers),
+        Err(error) if client.is_closed() => Err(Attempt::ConnectionLost(error)),
+        Err(error) => {
+            if let StoreError::Unavailable(_) = &error {
+                // The server's condition, not the rows': after a failover the
+                // old primary may go on answering read-only on a live
+                // connection. Closing it makes the next checkout connect to
+                // whatever the host name names now.
+                drop(deadpool_postgres::Object::take(client));
+            }
+            Err(Attempt::Failed(error))
+        }
     }
 }

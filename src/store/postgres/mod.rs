@@ -32,6 +32,7 @@ mod digests;
 mod enqueue;
 mod errors;
 mod migrate;
+mod partition_walk;
 mod poll_state;
 mod pool;
 mod rows;
@@ -491,15 +492,7 @@ impl Store for PostgresStore {
         bounded("stats", async {
             let client = self.client().await?;
             let row = client
-                .query_one(
-                    "SELECT
-                         (SELECT count(*) FROM pending_images) AS pending_images,
-                         (SELECT min(enqueued_at) FROM pending_images) AS oldest_enqueued_at,
-                         (SELECT count(*) FROM batches WHERE lease_until IS NOT NULL)
-                             AS batches_in_flight,
-                         (SELECT count(*) FROM dead_letters) AS dead_letters",
-                    &[],
-                )
+                .query_one(partition_walk::STATS, &[])
                 .await
                 .map_err(from_postgres)?;
             Ok(StoreStats {

@@ -1,0 +1,2 @@
+-- Nothing to do: the SQLite schema dropped its age index in migration 0004;
+-- this step is PostgreSQL's (the dialects share their version numbers).
