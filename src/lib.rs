@@ -10,7 +10,7 @@
 //!   spans, HSS auth, prepared verifier keys, compiled filters). Nothing
 //!   downstream re-checks a setting. [`secret`]: secrets that never leak.
 //! - [`domain`]: images, partitions, scan targets, batch images, milliseconds:
-//!   the vocabulary every layer shares.
+//!   the vocabulary every layer shares. [`error_chain`]: an error with its causes.
 //! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait;
@@ -46,6 +46,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod error_chain;
 pub mod filter;
 pub mod hss;
 pub mod intake;
