@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
-use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::group_commit::GroupCommit;
 use super::stored_image::StoredImage;
@@ -108,6 +109,38 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|error| from_pool(error, &self.server))
+    }
+
+    /// Runs `sql` once on a pooled connection within the operation timeout;
+    /// the rows it returns, each read by `read`.
+    async fn query_rows<T>(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: impl Fn(&Row) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        bounded(operation, async {
+            let client = self.client().await?;
+            let rows = client.query(sql, params).await.map_err(from_postgres)?;
+            rows.iter().map(read).collect()
+        })
+        .await
+    }
+
+    /// Runs `sql` once on a pooled connection within the operation timeout;
+    /// how many rows it changed.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        bounded(operation, async {
+            let client = self.client().await?;
+            client.execute(sql, params).await.map_err(from_postgres)
+        })
+        .await
     }
 }
 
@@ -357,79 +390,65 @@ impl Store for PostgresStore {
     }
 
     async fn pending(&self, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
-        bounded("pending", async {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT image_type, instance_id, enterprise_project_id, namespace, name,
-                            tag, instance_url, digest, enqueued_at, batch_id
-                     FROM pending_images ORDER BY enqueued_at, id LIMIT $1",
-                    &[&as_bigint(limit)],
-                )
-                .await
-                .map_err(from_postgres)?
-                .iter()
-                .map(|row| {
-                    let BatchImage {
-                        image,
-                        instance_url,
-                        digest,
-                    } = batch_image_of(row)?;
-                    Ok(PendingImage {
-                        partition: partition_of(row)?,
-                        image,
-                        instance_url,
-                        digest,
-                        enqueued_at: get(row, "enqueued_at")?,
-                        batch_id: get(row, "batch_id")?,
-                    })
+        self.query_rows(
+            "pending",
+            "SELECT image_type, instance_id, enterprise_project_id, namespace, name,
+                    tag, instance_url, digest, enqueued_at, batch_id
+             FROM pending_images ORDER BY enqueued_at, id LIMIT $1",
+            &[&as_bigint(limit)],
+            |row| {
+                let BatchImage {
+                    image,
+                    instance_url,
+                    digest,
+                } = batch_image_of(row)?;
+                Ok(PendingImage {
+                    partition: partition_of(row)?,
+                    image,
+                    instance_url,
+                    digest,
+                    enqueued_at: get(row, "enqueued_at")?,
+                    batch_id: get(row, "batch_id")?,
                 })
-                .collect()
-        })
+            },
+        )
         .await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        bounded("dead_letters", async {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT id, image_type, instance_id, enterprise_project_id, images,
-                            http_status, error_code, error_msg, request_id, attempts, failed_at,
-                            unresolved
-                     FROM dead_letters ORDER BY id DESC LIMIT $1",
-                    &[&as_bigint(limit)],
-                )
-                .await
-                .map_err(from_postgres)?
-                .iter()
-                .map(|row| {
-                    let Json(images) = get::<Json<Vec<StoredImage>>>(row, "images")?;
-                    let http_status: Option<i32> = get(row, "http_status")?;
-                    let http_status = http_status
-                        .map(|status| {
-                            u16::try_from(status).map_err(|_| {
-                                StoreError::Query(format!("HTTP status {status} in the store"))
-                            })
+        self.query_rows(
+            "dead_letters",
+            "SELECT id, image_type, instance_id, enterprise_project_id, images,
+                    http_status, error_code, error_msg, request_id, attempts, failed_at,
+                    unresolved
+             FROM dead_letters ORDER BY id DESC LIMIT $1",
+            &[&as_bigint(limit)],
+            |row| {
+                let Json(images) = get::<Json<Vec<StoredImage>>>(row, "images")?;
+                let http_status: Option<i32> = get(row, "http_status")?;
+                let http_status = http_status
+                    .map(|status| {
+                        u16::try_from(status).map_err(|_| {
+                            StoreError::Query(format!("HTTP status {status} in the store"))
                         })
-                        .transpose()?;
-                    Ok(DeadLetter {
-                        id: get(row, "id")?,
-                        partition: partition_of(row)?,
-                        images: images.into_iter().map(BatchImage::from).collect(),
-                        unresolved: digests::unresolved_of(row)?,
-                        cause: DeadLetterCause {
-                            http_status,
-                            error_code: get(row, "error_code")?,
-                            error_msg: get(row, "error_msg")?,
-                            request_id: get(row, "request_id")?,
-                        },
-                        attempts: attempts_of(row)?,
-                        failed_at: get(row, "failed_at")?,
                     })
+                    .transpose()?;
+                Ok(DeadLetter {
+                    id: get(row, "id")?,
+                    partition: partition_of(row)?,
+                    images: images.into_iter().map(BatchImage::from).collect(),
+                    unresolved: digests::unresolved_of(row)?,
+                    cause: DeadLetterCause {
+                        http_status,
+                        error_code: get(row, "error_code")?,
+                        error_msg: get(row, "error_msg")?,
+                        request_id: get(row, "request_id")?,
+                    },
+                    attempts: attempts_of(row)?,
+                    failed_at: get(row, "failed_at")?,
                 })
-                .collect()
-        })
+            },
+        )
         .await
     }
 
