@@ -31,7 +31,9 @@
 //!   and its status, mapped in one place.
 //! - [`ops`]: `/metrics` (with its registry, in [`ops::metrics`]), `/healthz`,
 //!   `/readyz`, `/admin/*`; [`telemetry`]: logs and request ids.
-//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]).
+//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]);
+//!   [`commands::hss_rules`]: what HSS accepts in a scan request, for the
+//!   demo's stand-in HSS and the tests' fake one.
 //!
 //! Imports run one way: `config` and `filter` sit below `intake`, `hss` and
 //! `store` (config borrows only leaf parsers from them: `hss::api`,
