@@ -111,8 +111,8 @@ impl PostgresStore {
             .map_err(|error| from_pool(error, &self.server))
     }
 
-    /// Runs `sql` once on a pooled connection within the operation timeout;
-    /// the rows it returns, each read by `read`.
+    /// Runs `sql` (prepared once per connection) on a pooled connection
+    /// within the operation timeout; the rows it returns, each read by `read`.
     async fn query_rows<T>(
         &self,
         operation: &'static str,
@@ -122,14 +122,18 @@ impl PostgresStore {
     ) -> Result<Vec<T>, StoreError> {
         bounded(operation, async {
             let client = self.client().await?;
-            let rows = client.query(sql, params).await.map_err(from_postgres)?;
+            let statement = client.prepare_cached(sql).await.map_err(from_postgres)?;
+            let rows = client
+                .query(&statement, params)
+                .await
+                .map_err(from_postgres)?;
             rows.iter().map(read).collect()
         })
         .await
     }
 
-    /// Runs `sql` once on a pooled connection within the operation timeout;
-    /// how many rows it changed.
+    /// Runs `sql` (prepared once per connection) on a pooled connection
+    /// within the operation timeout; how many rows it changed.
     async fn execute(
         &self,
         operation: &'static str,
@@ -138,7 +142,11 @@ impl PostgresStore {
     ) -> Result<u64, StoreError> {
         bounded(operation, async {
             let client = self.client().await?;
-            client.execute(sql, params).await.map_err(from_postgres)
+            let statement = client.prepare_cached(sql).await.map_err(from_postgres)?;
+            client
+                .execute(&statement, params)
+                .await
+                .map_err(from_postgres)
         })
         .await
     }
@@ -273,20 +281,10 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
-        bounded("complete", async {
-            let client = self.client().await?;
-            // Its images go with it (ON DELETE CASCADE), in one statement.
-            let delete = client
-                .prepare_cached("DELETE FROM batches WHERE id = $1")
-                .await
-                .map_err(from_postgres)?;
-            client
-                .execute(&delete, &[&batch.id])
-                .await
-                .map_err(from_postgres)?;
-            Ok(())
-        })
-        .await
+        // Its images go with it (ON DELETE CASCADE), in one statement.
+        let sql = "DELETE FROM batches WHERE id = $1";
+        self.execute("complete", sql, &[&batch.id]).await?;
+        Ok(())
     }
 
     async fn release_for_retry(
@@ -295,33 +293,23 @@ impl Store for PostgresStore {
         not_before: Millis,
         last_error: &str,
     ) -> Result<(), StoreError> {
-        bounded("release_for_retry", async {
-            let client = self.client().await?;
-            let release = client
-                .prepare_cached(
-                    "UPDATE batches
-                     SET owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
-                     WHERE id = $1 AND owner = $2",
-                )
-                .await
-                .map_err(from_postgres)?;
-            let released = client
-                .execute(
-                    &release,
-                    &[&batch.id, &batch.owner, &not_before, &last_error],
-                )
-                .await
-                .map_err(from_postgres)?;
-            if released == 0 {
-                tracing::debug!(
-                    batch_id = batch.id,
-                    owner = %batch.owner,
-                    "batch was taken over before its release; left to its new owner"
-                );
-            }
-            Ok(())
-        })
-        .await
+        let released = self
+            .execute(
+                "release_for_retry",
+                "UPDATE batches
+                 SET owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
+                 WHERE id = $1 AND owner = $2",
+                &[&batch.id, &batch.owner, &not_before, &last_error],
+            )
+            .await?;
+        if released == 0 {
+            tracing::debug!(
+                batch_id = batch.id,
+                owner = %batch.owner,
+                "batch was taken over before its release; left to its new owner"
+            );
+        }
+        Ok(())
     }
 
     async fn dead_letter(
