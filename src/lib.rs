@@ -10,7 +10,7 @@
 //!   spans, HSS auth, prepared verifier keys, compiled filters). Nothing
 //!   downstream re-checks a setting. [`secret`]: secrets that never leak.
 //! - [`domain`]: images, partitions, scan targets, batch images, milliseconds:
-//!   the vocabulary every layer shares.
+//!   the vocabulary every layer shares. [`error_chain`]: an error with its causes.
 //! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait;
@@ -31,7 +31,9 @@
 //!   and its status, mapped in one place.
 //! - [`ops`]: `/metrics` (with its registry, in [`ops::metrics`]), `/healthz`,
 //!   `/readyz`, `/admin/*`; [`telemetry`]: logs and request ids.
-//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]).
+//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]);
+//!   [`commands::hss_rules`]: what HSS accepts in a scan request, for the
+//!   demo's stand-in HSS and the tests' fake one.
 //!
 //! Imports run one way: `config` and `filter` sit below `intake`, `hss` and
 //! `store` (config borrows only leaf parsers from them: `hss::api`,
@@ -46,6 +48,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod error_chain;
 pub mod filter;
 pub mod hss;
 pub mod intake;

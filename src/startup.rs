@@ -23,7 +23,7 @@ use crate::intake::source::build_sources;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
 use crate::poll::{Poller, build_poll_sources};
-use crate::resolver::{ResolvePolicy, Resolver};
+use crate::resolver::{ResolvePolicy, Resolver, ResolverHandle};
 use crate::store::{self, Store, StoreError};
 use crate::swr::SwrClient;
 use crate::telemetry;
@@ -131,21 +131,22 @@ impl Application {
             &settings.swr,
             metrics.clone(),
         )?);
-        let resolver = Arc::new(Resolver::new(
-            Arc::clone(&store),
-            Arc::clone(&swr),
-            sources.clone(),
-            ResolvePolicy {
+        let resolver = Arc::new(Resolver {
+            store: Arc::clone(&store),
+            swr: Arc::clone(&swr),
+            sources: sources.clone(),
+            policy: ResolvePolicy {
                 attempts: settings.batch.resolve_attempts.get(),
                 delay: settings.batch.resolve_delay.as_duration(),
                 lease_ms: settings.store.lease.get(),
             },
-            Backoff::from_settings(&settings.batch),
+            backoff: Backoff::from_settings(&settings.batch),
             clock,
-            owner.clone(),
-            batcher.handle(),
-            metrics.clone(),
-        ));
+            owner: owner.clone(),
+            handle: ResolverHandle::default(),
+            batcher: batcher.handle(),
+            metrics: metrics.clone(),
+        });
         let policy = batcher.policy();
         let (stop_batcher, stop_rx) = watch::channel(false);
         let batcher_task = tokio::spawn(Arc::clone(&batcher).run(stop_rx.clone()));

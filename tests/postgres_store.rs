@@ -265,11 +265,14 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
     assert_eq!(versions, migration_versions_on_disk());
 }
 
-/// The versions of `src/store/migrations/postgres/NNNN_name.sql`, in order.
+/// The versions of `src/store/migrations/{postgres,both}/NNNN_name.sql`, in order.
 fn migration_versions_on_disk() -> Vec<i64> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migrations/postgres");
-    let mut versions: Vec<i64> = std::fs::read_dir(dir)
-        .expect("migrations directory")
+    let mut versions: Vec<i64> = ["postgres", "both"]
+        .iter()
+        .flat_map(|dir| {
+            let dir = format!("{}/src/store/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_dir(dir).expect("migrations directory")
+        })
         .map(|entry| {
             let name = entry.expect("entry").file_name();
             let name = name.to_string_lossy();

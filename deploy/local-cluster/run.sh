@@ -44,8 +44,19 @@ database=""
 pids=()
 
 say() { printf 'local-cluster: %s\n' "$*" >&2; }
-check_ok() { passed=$((passed + 1)); say "PASS $*"; }
-check_fail() { failed=$((failed + 1)); say "FAIL $*"; }
+# check PASS_TEXT FAIL_TEXT COMMAND...: runs COMMAND (with this call's stdin)
+# and counts and reports the result.
+check() {
+    local pass_text=$1 fail_text=$2
+    shift 2
+    if "$@"; then
+        passed=$((passed + 1))
+        say "PASS $pass_text"
+    else
+        failed=$((failed + 1))
+        say "FAIL $fail_text"
+    fi
+}
 
 cleanup() {
     local status=$?
@@ -252,7 +263,9 @@ push_ms=$((($(date +%s%N) - push_started) / 1000000))
 unauthorized=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
     -H 'Authorization: wrong-token' --data-binary "@$work/bodies/push-1.json" "$lb/webhooks/swr-ee")
 
-if python3 - "$work/answers.txt" "$pushes" <<'PY'
+check "every push answered 202: first sends accepted 2 images each, repeats counted as 2 duplicates" \
+    "webhook answers (see above)" \
+    python3 - "$work/answers.txt" "$pushes" <<'PY'
 import json, sys
 path, count = sys.argv[1], int(sys.argv[2])
 bad = []
@@ -273,23 +286,14 @@ for b in bad[:10]:
     print("  " + b, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
-then
-    check_ok "every push answered 202: first sends accepted 2 images each, repeats counted as 2 duplicates"
-else
-    check_fail "webhook answers (see above)"
-fi
-if [ "$unauthorized" = 401 ]; then
-    check_ok "a wrong token is refused with 401 through the balancer"
-else
-    check_fail "a wrong token got $unauthorized, not 401"
-fi
+check "a wrong token is refused with 401 through the balancer" \
+    "a wrong token got $unauthorized, not 401" \
+    [ "$unauthorized" = 401 ]
 upstreams=$(grep -o 'POST /webhooks/swr-ee[^"]*" 202 upstream=[0-9.:]*' "$work/nginx-access.log" \
     | sed 's/.*upstream=//' | sort -u | wc -l)
-if [ "$upstreams" -eq 2 ]; then
-    check_ok "nginx spread the webhooks over both replicas"
-else
-    check_fail "accepted webhooks went to $upstreams replica(s), not 2"
-fi
+check "nginx spread the webhooks over both replicas" \
+    "accepted webhooks went to $upstreams replica(s), not 2" \
+    [ "$upstreams" -eq 2 ]
 if [ "$push_ms" -ge "$window_ms" ]; then
     die "pushing took ${push_ms} ms, longer than the ${window_ms} ms window: one request per window cannot be shown; raise LC_WINDOW_MS"
 fi
@@ -302,7 +306,9 @@ while [ "$SECONDS" -lt "$deadline" ] && [ ! -s "$work/hss-requests.jsonl" ]; do 
 [ -s "$work/hss-requests.jsonl" ] || die "no batch-scan request reached the fake HSS within $((window_ms / 1000 + 30))s"
 sleep $((window_ms / 1000 + 3))
 
-if python3 - "$work/hss-requests.jsonl" "$work/bodies" "$pushes" "$project_id" <<'PY'
+check "exactly one batch-scan request for the window, carrying all $((pushes * 2)) images once" \
+    "HSS requests (see above)" \
+    python3 - "$work/hss-requests.jsonl" "$work/bodies" "$pushes" "$project_id" <<'PY'
 import json, os, sys
 path, bodies, count, project_id = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 requests = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
@@ -342,11 +348,6 @@ for p in problems:
     print("  " + p, file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
-then
-    check_ok "exactly one batch-scan request for the window, carrying all $((pushes * 2)) images once"
-else
-    check_fail "HSS requests (see above)"
-fi
 
 # ---- drain: SIGTERM ends each bridge cleanly within its grace -----------------
 for replica in 1 2; do
@@ -360,11 +361,9 @@ for replica in 1 2; do
         fi
         sleep 0.1
     done
-    if [ "$status" = 0 ]; then
-        check_ok "bridge-$replica drained and exited 0 on SIGTERM"
-    else
-        check_fail "bridge-$replica on SIGTERM: exit status $status"
-    fi
+    check "bridge-$replica drained and exited 0 on SIGTERM" \
+        "bridge-$replica on SIGTERM: exit status $status" \
+        [ "$status" = 0 ]
 done
 
 echo "local-cluster: $passed passed, $failed failed"

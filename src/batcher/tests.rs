@@ -138,44 +138,30 @@ impl crate::store::PollStateStore for CountingStore {
     }
     async fn seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &crate::store::poll_state::PolledRepository,
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
-        self.inner.seen_tags(source, namespace, repository).await
+        self.inner.seen_tags(repository).await
     }
     async fn record_seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &crate::store::poll_state::PolledRepository,
         tags: &[crate::store::poll_state::SeenTag],
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.inner
-            .record_seen_tags(source, namespace, repository, tags, now)
-            .await
+        self.inner.record_seen_tags(repository, tags, now).await
     }
     async fn repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &crate::store::poll_state::PolledRepository,
     ) -> Result<Option<crate::store::poll_state::RepositoryRead>, StoreError> {
-        self.inner
-            .repository_read(source, namespace, repository)
-            .await
+        self.inner.repository_read(repository).await
     }
     async fn record_repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &crate::store::poll_state::PolledRepository,
         read: &crate::store::poll_state::RepositoryRead,
     ) -> Result<(), StoreError> {
-        self.inner
-            .record_repository_read(source, namespace, repository, read)
-            .await
+        self.inner.record_repository_read(repository, read).await
     }
 }
 

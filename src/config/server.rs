@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::parse::non_zero;
+use super::parse::{non_zero, optional_non_zero};
 use super::raw::RawServer;
 use crate::secret::Secret;
 
@@ -35,15 +35,7 @@ impl ServerSettings {
                 ),
             )
         })?;
-        let workers = match raw.workers {
-            None => None,
-            Some(workers) => Some(NonZeroUsize::new(workers).ok_or_else(|| {
-                ConfigError::invalid(
-                    "server.workers",
-                    "must be greater than 0, or absent for one per core",
-                )
-            })?),
-        };
+        let workers = optional_non_zero("server.workers", raw.workers, "for one per core")?;
         Ok(Self {
             listen,
             max_body_bytes: non_zero("server.max_body_bytes", raw.max_body_bytes)?,

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::error::ConfigError;
+use super::parse::optional_non_zero;
 use super::raw::{PayloadFormat, RawSource, SourceFormat};
 use super::verify::VerifySettings;
 use crate::domain::{ImageType, Partition};
@@ -178,15 +179,8 @@ impl WebhookSettings {
                 ),
             ));
         }
-        let rate_limit_per_s = match raw.rate_limit_per_s {
-            None => None,
-            Some(per_second) => Some(NonZeroU32::new(per_second).ok_or_else(|| {
-                ConfigError::invalid(
-                    "rate_limit_per_s",
-                    "must be greater than 0, or absent for no limit",
-                )
-            })?),
-        };
+        let rate_limit_per_s =
+            optional_non_zero("rate_limit_per_s", raw.rate_limit_per_s, "for no limit")?;
         Ok(Self {
             format,
             verify: VerifySettings::parse(verify)?,

@@ -121,6 +121,28 @@ impl HssClient {
         fixed.chain(enterprise_project).collect()
     }
 
+    /// Logs a call given up before it was sent: `why`, and the error behind
+    /// it when there is one.
+    fn log_not_sent(
+        &self,
+        partition: &Partition,
+        images: usize,
+        auth: &str,
+        outcome: &ScanOutcome,
+        why: &str,
+        error: Option<&dyn std::fmt::Display>,
+    ) {
+        tracing::warn!(
+            partition = %partition.key(),
+            api = self.api.as_str(),
+            images,
+            auth,
+            outcome = outcome_name(outcome),
+            reason = error.map(tracing::field::display),
+            "HSS call not sent: {why}"
+        );
+    }
+
     /// One HTTP call. The flag says whether HSS answered 401, which may be
     /// cured by renewing the credentials.
     async fn attempt(
@@ -148,15 +170,8 @@ impl HssClient {
                         request_id: None,
                     }
                 };
-                tracing::warn!(
-                    partition = %partition.key(),
-                    api = self.api.as_str(),
-                    images,
-                    auth,
-                    outcome = outcome_name(&outcome),
-                    reason = %error,
-                    "HSS call not sent: credentials unavailable"
-                );
+                let why = "credentials unavailable";
+                self.log_not_sent(partition, images, auth, &outcome, why, Some(&error));
                 return (outcome, false);
             }
         };
@@ -177,14 +192,8 @@ impl HssClient {
                     error_msg: reason,
                     request_id: None,
                 };
-                tracing::warn!(
-                    partition = %partition.key(),
-                    api = self.api.as_str(),
-                    images,
-                    auth,
-                    outcome = outcome_name(&outcome),
-                    "HSS call not sent: request could not be built"
-                );
+                let why = "request could not be built";
+                self.log_not_sent(partition, images, auth, &outcome, why, None);
                 return (outcome, false);
             }
         };
@@ -349,81 +358,65 @@ fn log_call(
     let partition = partition.key();
     let api = api.as_str();
     let outcome_kind = outcome_name(outcome);
-    match outcome {
-        ScanOutcome::Accepted { status, request_id } => tracing::info!(
-            %partition,
-            api,
-            images,
-            auth,
-            status,
-            hss_request_id = request_id.as_deref(),
-            duration_ms,
-            outcome = outcome_kind,
-            "HSS call"
-        ),
+    // Every outcome logs the same fields; those an outcome lacks are `None`,
+    // which the event leaves out.
+    let (mut retry_after_s, mut reason, mut error_code, mut error_msg) = (None, None, None, None);
+    let (status, request_id) = match outcome {
+        ScanOutcome::Accepted { status, request_id } => (Some(*status), request_id),
         ScanOutcome::Retryable {
             status,
-            reason,
+            reason: why,
             retry_after,
             request_id,
-        } => tracing::warn!(
-            %partition,
-            api,
-            images,
-            auth,
-            status,
-            hss_request_id = request_id.as_deref(),
-            duration_ms,
-            outcome = outcome_kind,
-            retry_after_s = retry_after.map(|d| d.as_secs()),
-            %reason,
-            "HSS call"
-        ),
+        } => {
+            retry_after_s = retry_after.map(|d| d.as_secs());
+            reason = Some(why.as_str());
+            (*status, request_id)
+        }
         ScanOutcome::Permanent {
             status,
-            error_code,
-            error_msg,
+            error_code: code,
+            error_msg: message,
             request_id,
-        } => tracing::warn!(
-            %partition,
-            api,
-            images,
-            auth,
-            status,
-            hss_request_id = request_id.as_deref(),
-            duration_ms,
-            outcome = outcome_kind,
-            error_code = error_code.as_deref(),
-            %error_msg,
-            "HSS call"
-        ),
+        } => {
+            error_code = code.as_deref();
+            error_msg = Some(message.as_str());
+            (*status, request_id)
+        }
+    };
+    macro_rules! hss_call_event {
+        ($level:ident) => {
+            tracing::$level!(
+                %partition,
+                api,
+                images,
+                auth,
+                status,
+                hss_request_id = request_id.as_deref(),
+                duration_ms,
+                outcome = outcome_kind,
+                retry_after_s,
+                reason,
+                error_code,
+                error_msg,
+                "HSS call"
+            )
+        };
+    }
+    match outcome {
+        ScanOutcome::Accepted { .. } => hss_call_event!(info),
+        ScanOutcome::Retryable { .. } | ScanOutcome::Permanent { .. } => hss_call_event!(warn),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ImageRef, ImageType};
     use crate::hss::credentials::{AccessKey, CallCredentials, ManualClock};
+    use crate::hss::image_info::fixtures::{vector_1, vector_3};
     use crate::hss::signer::SECURITY_TOKEN_HEADER;
     use crate::secret::Secret;
     use reqwest::header::{AUTHORIZATION, HOST};
-
-    fn partition(image_type: ImageType) -> Partition {
-        Partition {
-            image_type,
-            instance_id: Some("4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6".into()),
-            enterprise_project_id: None,
-        }
-    }
-
-    fn image(namespace: &str, name: &str, tag: &str, url: Option<&str>) -> BatchImage {
-        BatchImage {
-            image: ImageRef::new(namespace, name, tag),
-            instance_url: url.map(str::to_string),
-            digest: None,
-        }
-    }
 
     fn vector_client(region: &str, extra: &str) -> HssClient {
         let toml = format!(
@@ -453,11 +446,8 @@ mod tests {
             client.url().as_str(),
             "https://hss.cn-north-4.myhuaweicloud.com/v5/0a1b2c3d4e5f60718293a4b5c6d7e8f9/image/batch-scan"
         );
-        let body = batch_scan_body(
-            &partition(ImageType::PrivateImage),
-            &[image("test", "openjdk", "v8.8", None)],
-        )
-        .unwrap();
+        let (partition, images) = vector_1();
+        let body = batch_scan_body(&partition, &images).unwrap();
         let headers = client.headers(&key(None), &[], &body).unwrap();
         assert_eq!(
             headers[AUTHORIZATION],
@@ -467,16 +457,8 @@ mod tests {
         assert!(headers[AUTHORIZATION].is_sensitive());
         assert!(!headers[HOST].is_sensitive());
 
-        let body = batch_scan_body(
-            &partition(ImageType::InstanceImage),
-            &[image(
-                "team-a",
-                "svc/api",
-                "1.2.3",
-                Some("ee-demo.swr.cn-north-4.myhuaweicloud.com"),
-            )],
-        )
-        .unwrap();
+        let (partition, images) = vector_3();
+        let body = batch_scan_body(&partition, &images).unwrap();
         let query = [("enterprise_project_id".to_string(), "0".to_string())];
         let headers = client
             .headers(&key(Some("ExampleSecurityTokenValue+/==")), &query, &body)

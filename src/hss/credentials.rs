@@ -598,29 +598,14 @@ mod tests {
     fn renewal_starts_when_less_than_the_margin_is_left() {
         let expires_at = at("2026-11-28T12:00:00Z");
         let clock = ManualClock::new(at("2026-11-28T11:00:00Z"));
-        assert!(!needs_renewal(
-            expires_at,
-            clock.now(),
-            METADATA_RENEWAL_MARGIN
-        ));
+        let renew = || needs_renewal(expires_at, clock.now(), METADATA_RENEWAL_MARGIN);
+        assert!(!renew());
         clock.advance(Duration::from_secs(20 * 60));
-        assert!(!needs_renewal(
-            expires_at,
-            clock.now(),
-            METADATA_RENEWAL_MARGIN
-        ));
+        assert!(!renew());
         clock.advance(Duration::from_secs(1));
-        assert!(needs_renewal(
-            expires_at,
-            clock.now(),
-            METADATA_RENEWAL_MARGIN
-        ));
+        assert!(renew());
         clock.set(at("2026-11-28T13:00:00Z"));
-        assert!(needs_renewal(
-            expires_at,
-            clock.now(),
-            METADATA_RENEWAL_MARGIN
-        ));
+        assert!(renew());
     }
 
     #[test]
@@ -628,19 +613,12 @@ mod tests {
         let issued = at("2026-11-28T09:00:00Z");
         let expires_at = issued + TimeDelta::hours(24);
         let clock = ManualClock::new(issued);
-        assert!(!needs_renewal(
-            expires_at,
-            clock.now(),
-            TOKEN_RENEWAL_MARGIN
-        ));
+        let renew = || needs_renewal(expires_at, clock.now(), TOKEN_RENEWAL_MARGIN);
+        assert!(!renew());
         clock.advance(Duration::from_secs(23 * 3600));
-        assert!(!needs_renewal(
-            expires_at,
-            clock.now(),
-            TOKEN_RENEWAL_MARGIN
-        ));
+        assert!(!renew());
         clock.advance(Duration::from_secs(1));
-        assert!(needs_renewal(expires_at, clock.now(), TOKEN_RENEWAL_MARGIN));
+        assert!(renew());
     }
 
     #[test]

@@ -66,14 +66,7 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
 /// A transport error with its causes ("connection refused", "timed out", …).
 /// reqwest names only the URL, which holds no secret.
 pub fn describe_transport_error(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error_chain::with_causes(error)
 }
 
 /// Where a JSON document went wrong, without serde's excerpt of the input

@@ -3,7 +3,8 @@
 //!
 //! - [`sender`]: what the batcher needs: [`ScanSender`] and its [`ScanOutcome`].
 //! - [`api`]: which of the two APIs carries the batches.
-//! - [`batch_scan`], [`scan_tasks`]: the request body of each API.
+//! - [`batch_scan`], [`scan_tasks`]: the request body of each API; `image_info`:
+//!   how both name an image.
 //! - [`signer`]: SDK-HMAC-SHA256, byte for byte as the official SDKs sign.
 //! - [`auth_headers`]: the headers that authenticate any Huawei Cloud call
 //!   (HSS and SWR alike).
@@ -23,6 +24,7 @@ pub mod client;
 pub mod credentials;
 pub mod errors;
 pub mod http;
+mod image_info;
 pub mod scan_tasks;
 pub mod sender;
 pub mod signer;

@@ -10,8 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::BatchImage;
-use crate::domain::{ImageType, Partition};
+use super::image_info::{ImageInfo, ScanApiBody, image_infos};
+use crate::domain::{BatchImage, Partition};
 
 /// One risk class of `hss.scan_scope`, as HSS encodes it in `scan_scope`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,15 +106,6 @@ impl fmt::Display for ScanScope {
     }
 }
 
-/// The SDK's `registry_type` for the images of one `image_type`.
-pub fn registry_type(image_type: ImageType) -> &'static str {
-    match image_type {
-        ImageType::PrivateImage => "SwrPrivate",
-        ImageType::SharedImage => "SwrShared",
-        ImageType::InstanceImage => "SwrEnterprise",
-    }
-}
-
 #[derive(Serialize)]
 struct ScanTasksBody<'a> {
     scan_scope: i32,
@@ -125,20 +116,6 @@ struct ScanTasksBody<'a> {
     image_info: Vec<ImageInfo<'a>>,
 }
 
-#[derive(Serialize)]
-struct ImageInfo<'a> {
-    namespace: &'a str,
-    image_name: &'a str,
-    image_version: &'a str,
-    registry_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image_digest: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_url: Option<&'a str>,
-}
-
 /// The JSON body of one scan-tasks request for `images` of `partition`.
 /// `image_digest` is sent whenever the image's digest is known; instance
 /// fields only for `instance_image`.
@@ -147,24 +124,11 @@ pub fn scan_tasks_body(
     images: &[BatchImage],
     scope: &ScanScope,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let is_instance = partition.image_type == ImageType::InstanceImage;
-    let registry_type = registry_type(partition.image_type);
     let body = ScanTasksBody {
         scan_scope: scope.bits(),
         rate_limit: 0,
         is_all: false,
-        image_info: images
-            .iter()
-            .map(|item| ImageInfo {
-                namespace: &item.image.namespace,
-                image_name: &item.image.name,
-                image_version: &item.image.tag,
-                registry_type,
-                image_digest: item.digest.as_deref(),
-                instance_id: partition.instance_id.as_deref().filter(|_| is_instance),
-                instance_url: item.instance_url.as_deref().filter(|_| is_instance),
-            })
-            .collect(),
+        image_info: image_infos(partition, images, ScanApiBody::ScanTasks),
     };
     serde_json::to_vec(&body)
 }
@@ -174,25 +138,20 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::domain::ImageRef;
+    use crate::domain::ImageType;
+    use crate::hss::image_info::fixtures::{self, INSTANCE_ID, partition};
 
-    const INSTANCE_ID: &str = "4a6b2f0e-1c1d-4e8f-9a0b-c1d2e3f4a5b6";
     const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-    fn partition(image_type: ImageType) -> Partition {
-        Partition {
-            image_type,
-            // Set even for non-instance types: the body must still leave it out.
-            instance_id: Some(INSTANCE_ID.into()),
-            enterprise_project_id: Some("0".into()),
-        }
-    }
 
     fn image(tag: &str, digest: Option<&str>) -> BatchImage {
         BatchImage {
-            image: ImageRef::new("team-a", "svc/api", tag),
-            instance_url: Some("ee-demo.swr.cn-north-4.myhuaweicloud.com".into()),
             digest: digest.map(str::to_string),
+            ..fixtures::image(
+                "team-a",
+                "svc/api",
+                tag,
+                Some("ee-demo.swr.cn-north-4.myhuaweicloud.com"),
+            )
         }
     }
 

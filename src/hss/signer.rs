@@ -282,6 +282,17 @@ mod tests {
         assert_eq!(authorization, case.authorization);
     }
 
+    /// `GET /` with these headers and nothing else.
+    fn get_root(headers: &[(String, String)]) -> SignableRequest<'_> {
+        SignableRequest {
+            method: "GET",
+            path: "/",
+            query: &[],
+            headers,
+            body: b"",
+        }
+    }
+
     #[test]
     fn headers_with_underscores_are_not_signed() {
         let headers = vec![
@@ -289,14 +300,7 @@ mod tests {
             ("X-Sdk-Date".to_string(), "20261128T093015Z".to_string()),
             ("x_custom".to_string(), "dropped".to_string()),
         ];
-        let request = SignableRequest {
-            method: "GET",
-            path: "/",
-            query: &[],
-            headers: &headers,
-            body: b"",
-        };
-        let canonical = canonical_request(&request);
+        let canonical = canonical_request(&get_root(&headers));
         assert_eq!(canonical.signed_headers, "host;x-sdk-date");
         assert!(!canonical.text.contains("x_custom"));
     }
@@ -313,15 +317,8 @@ mod tests {
     #[test]
     fn missing_sdk_date_is_an_error_not_a_bad_signature() {
         let headers = vec![("Host".to_string(), "example.com".to_string())];
-        let request = SignableRequest {
-            method: "GET",
-            path: "/",
-            query: &[],
-            headers: &headers,
-            body: b"",
-        };
         assert_eq!(
-            authorization("ak", &Secret::literal("sk"), &request),
+            authorization("ak", &Secret::literal("sk"), &get_root(&headers)),
             Err(SignError::MissingSdkDate)
         );
     }

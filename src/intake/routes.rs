@@ -28,7 +28,7 @@ use super::formats::{self, IgnoreReason, Ignored};
 use super::source::Source;
 use crate::api_error::ApiError;
 use crate::app_state::AppState;
-use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, UnresolvedDigest};
+use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, StoreError, UnresolvedDigest};
 use crate::telemetry::RequestId;
 
 /// A body must arrive within this long of its head (which itself must arrive
@@ -303,26 +303,18 @@ async fn store_digests(
     if unresolved.is_empty() {
         return Ok(EnqueueCounts::default());
     }
-    match state
+    let stored = state
         .store
         .enqueue_digests(delivery, unresolved, now_ms)
-        .await
-    {
-        Ok(Enqueued::Stored(counts)) => Ok(counts),
-        Ok(Enqueued::DuplicateDelivery) => Ok(EnqueueCounts {
-            accepted: 0,
-            duplicates: unresolved.len(),
-        }),
-        Err(error) => {
-            state
-                .metrics
-                .store_errors
-                .with_label_values(&["enqueue_digests"])
-                .inc();
-            tracing::error!(source = source.name(), error = %error, "cannot store webhook digests");
-            Err(error.into())
-        }
-    }
+        .await;
+    counted(
+        source,
+        state,
+        "enqueue_digests",
+        "digests",
+        unresolved.len(),
+        stored,
+    )
 }
 
 async fn store_targets(
@@ -332,20 +324,34 @@ async fn store_targets(
     targets: &[crate::domain::ScanTarget],
     now_ms: i64,
 ) -> Result<EnqueueCounts, ApiError> {
-    match state.store.enqueue(delivery, targets, now_ms).await {
+    let stored = state.store.enqueue(delivery, targets, now_ms).await;
+    counted(source, state, "enqueue", "images", targets.len(), stored)
+}
+
+/// The answer's counts for one enqueue of `named` items (`what`, for the log),
+/// or its failure, counted under the store `operation` and logged.
+fn counted(
+    source: &Source,
+    state: &AppState,
+    operation: &str,
+    what: &str,
+    named: usize,
+    stored: Result<Enqueued, StoreError>,
+) -> Result<EnqueueCounts, ApiError> {
+    match stored {
         Ok(Enqueued::Stored(counts)) => Ok(counts),
         // A redelivery: everything it names was stored the first time.
         Ok(Enqueued::DuplicateDelivery) => Ok(EnqueueCounts {
             accepted: 0,
-            duplicates: targets.len(),
+            duplicates: named,
         }),
         Err(error) => {
             state
                 .metrics
                 .store_errors
-                .with_label_values(&["enqueue"])
+                .with_label_values(&[operation])
                 .inc();
-            tracing::error!(source = source.name(), error = %error, "cannot store webhook images");
+            tracing::error!(source = source.name(), error = %error, "cannot store webhook {what}");
             Err(error.into())
         }
     }

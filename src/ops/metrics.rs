@@ -86,177 +86,170 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Makes metrics already registered in one registry, so that no metric is
+/// made and then forgotten by the registry.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn register<C: Collector + Clone + 'static>(&self, collector: C) -> prometheus::Result<C> {
+        self.0.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+
+    fn int_counter(&self, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+        self.register(IntCounter::new(name, help)?)
+    }
+
+    fn int_counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.register(IntGauge::new(name, help)?)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> prometheus::Result<Gauge> {
+        self.register(Gauge::new(name, help)?)
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+        self.register(GaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> prometheus::Result<HistogramVec> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(HistogramVec::new(opts, labels)?)
+    }
+}
+
+/// Latency buckets of calls to HSS and SWR, in seconds.
+const CALL_SECONDS_BUCKETS: [f64; 11] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("swr_scan_bridge".into()), None)?;
-        let webhooks = IntCounterVec::new(
-            Opts::new(
+        let new = Registrar(&registry);
+        let intake_labels = ["source", "outcome", "reason"];
+        let metrics = Self {
+            webhooks: new.int_counter_vec(
                 "webhooks_total",
                 "Webhooks received, by source, outcome and reason",
-            ),
-            &["source", "outcome", "reason"],
-        )?;
-        let images = IntCounterVec::new(
-            Opts::new(
+                &intake_labels,
+            )?,
+            images: new.int_counter_vec(
                 "images_total",
                 "Images named by webhooks, by source, outcome and reason",
-            ),
-            &["source", "outcome", "reason"],
-        )?;
-        let images_pending = IntGauge::new(
-            "images_pending",
-            "Acknowledged images not yet accepted by HSS",
-        )?;
-        let oldest_pending_age_seconds = IntGauge::new(
-            "oldest_pending_age_seconds",
-            "Age of the oldest pending image",
-        )?;
-        let batches_in_flight =
-            IntGauge::new("batches_in_flight", "Batches claimed and not yet settled")?;
-        let dead_letters_stored =
-            IntGauge::new("dead_letters", "Dead letters waiting for an operator")?;
-        let batches = IntCounterVec::new(
-            Opts::new("batches_total", "Batch send attempts, by outcome"),
-            &["outcome"],
-        )?;
-        let batch_size = HistogramVec::new(
-            HistogramOpts::new("batch_size_images", "Images per batch that HSS accepted").buckets(
-                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
-            ),
-            &["image_type"],
-        )?;
-        let hss_requests = IntCounterVec::new(
-            Opts::new("hss_requests_total", "HSS calls, by API and status class"),
-            &["api", "status_class"],
-        )?;
-        let hss_request_seconds = HistogramVec::new(
-            HistogramOpts::new(
+                &intake_labels,
+            )?,
+            images_pending: new.int_gauge(
+                "images_pending",
+                "Acknowledged images not yet accepted by HSS",
+            )?,
+            oldest_pending_age_seconds: new.int_gauge(
+                "oldest_pending_age_seconds",
+                "Age of the oldest pending image",
+            )?,
+            batches_in_flight: new
+                .int_gauge("batches_in_flight", "Batches claimed and not yet settled")?,
+            dead_letters_stored: new
+                .int_gauge("dead_letters", "Dead letters waiting for an operator")?,
+            batches: new.int_counter_vec(
+                "batches_total",
+                "Batch send attempts, by outcome",
+                &["outcome"],
+            )?,
+            batch_size: new.histogram_vec(
+                "batch_size_images",
+                "Images per batch that HSS accepted",
+                &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+                &["image_type"],
+            )?,
+            hss_requests: new.int_counter_vec(
+                "hss_requests_total",
+                "HSS calls, by API and status class",
+                &["api", "status_class"],
+            )?,
+            hss_request_seconds: new.histogram_vec(
                 "hss_request_duration_seconds",
                 "HSS call latency, by API and status class",
-            )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["api", "status_class"],
-        )?;
-        let retries =
-            IntCounter::new("hss_retries_total", "Batches scheduled for another attempt")?;
-        let dead_lettered_images =
-            IntCounter::new("dead_lettered_images_total", "Images moved to dead letters")?;
-        let store_errors = IntCounterVec::new(
-            Opts::new("store_errors_total", "Store failures, by operation"),
-            &["operation"],
-        )?;
-        let swr_requests = IntCounterVec::new(
-            Opts::new(
+                &CALL_SECONDS_BUCKETS,
+                &["api", "status_class"],
+            )?,
+            retries: new
+                .int_counter("hss_retries_total", "Batches scheduled for another attempt")?,
+            dead_lettered_images: new
+                .int_counter("dead_lettered_images_total", "Images moved to dead letters")?,
+            store_errors: new.int_counter_vec(
+                "store_errors_total",
+                "Store failures, by operation",
+                &["operation"],
+            )?,
+            swr_requests: new.int_counter_vec(
                 "swr_requests_total",
                 "SWR API calls, by operation and status class",
-            ),
-            &["operation", "status_class"],
-        )?;
-        let swr_request_seconds = HistogramVec::new(
-            HistogramOpts::new("swr_request_duration_seconds", "SWR API call latency").buckets(
-                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            ),
-            &["operation", "status_class"],
-        )?;
-        let digest_resolutions = IntCounterVec::new(
-            Opts::new(
+                &["operation", "status_class"],
+            )?,
+            swr_request_seconds: new.histogram_vec(
+                "swr_request_duration_seconds",
+                "SWR API call latency",
+                &CALL_SECONDS_BUCKETS,
+                &["operation", "status_class"],
+            )?,
+            ready: new.int_gauge(
+                "ready",
+                "1 when the last /readyz answer was 200, else 0 (0 until first probed)",
+            )?,
+            readiness_changes: new.int_counter(
+                "readiness_changes_total",
+                "Times the /readyz answer changed between ready and not ready",
+            )?,
+            readiness_lock: Arc::new(Mutex::new(())),
+            batch_window_seconds: new.gauge(
+                "batch_window_seconds",
+                "Configured batch.window_ms, in seconds",
+            )?,
+            digest_resolutions: new.int_counter_vec(
                 "digest_resolutions_total",
                 "Digest-only pushes asked of SWR EE, by outcome",
-            ),
-            &["outcome"],
-        )?;
-        for outcome in DIGEST_RESOLUTION_OUTCOMES {
-            digest_resolutions.with_label_values(&[outcome]);
-        }
-        let digests_resolving = IntGauge::new(
-            "digests_resolving",
-            "Digest-only pushes waiting for SWR EE to name their tags",
-        )?;
-        registry.register(Box::new(digest_resolutions.clone()))?;
-        registry.register(Box::new(digests_resolving.clone()))?;
-        let swr_polls = IntCounterVec::new(
-            Opts::new(
+                &["outcome"],
+            )?,
+            digests_resolving: new.int_gauge(
+                "digests_resolving",
+                "Digest-only pushes waiting for SWR EE to name their tags",
+            )?,
+            swr_polls: new.int_counter_vec(
                 "swr_polls_total",
                 "Polls of SWR basic edition, by source and outcome",
-            ),
-            &["source", "outcome"],
-        )?;
-        let swr_poll_tags_found = IntCounterVec::new(
-            Opts::new(
+                &["source", "outcome"],
+            )?,
+            swr_poll_tags_found: new.int_counter_vec(
                 "swr_poll_tags_found_total",
                 "Tags (with a digest) a poll found that were not seen before, by source",
-            ),
-            &["source"],
-        )?;
-        let swr_poll_last_success = GaugeVec::new(
-            Opts::new(
+                &["source"],
+            )?,
+            swr_poll_last_success: new.gauge_vec(
                 "swr_poll_last_success_timestamp_seconds",
                 "When a poll source last completed a poll",
-            ),
-            &["source"],
-        )?;
-        registry.register(Box::new(swr_polls.clone()))?;
-        registry.register(Box::new(swr_poll_tags_found.clone()))?;
-        registry.register(Box::new(swr_poll_last_success.clone()))?;
-        registry.register(Box::new(swr_requests.clone()))?;
-        registry.register(Box::new(swr_request_seconds.clone()))?;
-        let ready = IntGauge::new(
-            "ready",
-            "1 when the last /readyz answer was 200, else 0 (0 until first probed)",
-        )?;
-        let readiness_changes = IntCounter::new(
-            "readiness_changes_total",
-            "Times the /readyz answer changed between ready and not ready",
-        )?;
-        let batch_window_seconds = Gauge::new(
-            "batch_window_seconds",
-            "Configured batch.window_ms, in seconds",
-        )?;
-        registry.register(Box::new(ready.clone()))?;
-        registry.register(Box::new(readiness_changes.clone()))?;
-        registry.register(Box::new(batch_window_seconds.clone()))?;
-        registry.register(Box::new(webhooks.clone()))?;
-        registry.register(Box::new(images.clone()))?;
-        registry.register(Box::new(images_pending.clone()))?;
-        registry.register(Box::new(oldest_pending_age_seconds.clone()))?;
-        registry.register(Box::new(batches_in_flight.clone()))?;
-        registry.register(Box::new(dead_letters_stored.clone()))?;
-        registry.register(Box::new(batches.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        registry.register(Box::new(hss_requests.clone()))?;
-        registry.register(Box::new(hss_request_seconds.clone()))?;
-        registry.register(Box::new(retries.clone()))?;
-        registry.register(Box::new(dead_lettered_images.clone()))?;
-        registry.register(Box::new(store_errors.clone()))?;
-        Ok(Self {
-            registry,
-            webhooks,
-            images,
-            images_pending,
-            oldest_pending_age_seconds,
-            batches_in_flight,
-            dead_letters_stored,
-            batches,
-            batch_size,
-            hss_requests,
-            hss_request_seconds,
-            retries,
-            dead_lettered_images,
-            store_errors,
-            swr_requests,
-            swr_request_seconds,
-            ready,
-            readiness_changes,
-            readiness_lock: Arc::new(Mutex::new(())),
-            batch_window_seconds,
-            digest_resolutions,
-            digests_resolving,
-            swr_polls,
-            swr_poll_tags_found,
-            swr_poll_last_success,
-        })
+                &["source"],
+            )?,
+            registry: registry.clone(),
+        };
+        for outcome in DIGEST_RESOLUTION_OUTCOMES {
+            metrics.digest_resolutions.with_label_values(&[outcome]);
+        }
+        Ok(metrics)
     }
 
     /// Creates at zero the series that alert rules and dashboards rely on, for
@@ -326,6 +319,30 @@ impl Metrics {
             self.ready.set(now);
             self.readiness_changes.inc();
         }
+    }
+
+    /// Counts one HSS call to `api` and its latency, by the class of the
+    /// answer's `status` (`None`: no answer).
+    pub fn record_hss_request(&self, api: &str, status: Option<u16>, elapsed: Duration) {
+        record_request(
+            &self.hss_requests,
+            &self.hss_request_seconds,
+            api,
+            status,
+            elapsed,
+        );
+    }
+
+    /// Counts one SWR call of `operation` and its latency, like
+    /// [`Metrics::record_hss_request`].
+    pub fn record_swr_request(&self, operation: &str, status: Option<u16>, elapsed: Duration) {
+        record_request(
+            &self.swr_requests,
+            &self.swr_request_seconds,
+            operation,
+            status,
+            elapsed,
+        );
     }
 
     /// Copies the store's view of the queue into the gauges (at scrape time).
@@ -406,6 +423,21 @@ pub fn expose_at_zero<B: MetricVecBuilder>(family: &MetricVec<B>, known: &[(&str
             }
         }
     }
+}
+
+/// One call in a pair of families labelled by what was called and the status class.
+fn record_request(
+    calls: &IntCounterVec,
+    seconds: &HistogramVec,
+    called: &str,
+    status: Option<u16>,
+    elapsed: Duration,
+) {
+    let labels = [called, status_class(status)];
+    calls.with_label_values(&labels).inc();
+    seconds
+        .with_label_values(&labels)
+        .observe(elapsed.as_secs_f64());
 }
 
 /// `2xx`, `4xx`, `5xx`, or `error` when no response came back.

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::domain::{ImageRef, ScanTarget};
 use crate::intake::formats::IgnoreReason;
 use crate::ops::metrics::Metrics;
-use crate::store::poll_state::{RepositoryRead, SeenTag};
+use crate::store::poll_state::{PolledRepository, RepositoryRead, SeenTag};
 use crate::store::{DeliveryKey, Enqueued, Millis, Store, StoreError};
 use crate::swr::basic::{self, Repository, RepositoryScope, RepositoryTag};
 use crate::swr::{SwrClient, SwrError, SwrErrorKind};
@@ -127,8 +127,8 @@ impl Cycle<'_> {
             if !lease.keep().await? {
                 return Err(PollError::LeaseLost);
             }
-            let (namespace, name) = (repository.namespace.as_str(), repository.name.as_str());
-            let last = self.store.repository_read(source, namespace, name).await?;
+            let polled = PolledRepository::new(source, &repository.namespace, &repository.name);
+            let last = self.store.repository_read(&polled).await?;
             if !diff::needs_reading(&repository.updated_at, last.as_ref()) {
                 continue;
             }
@@ -142,9 +142,7 @@ impl Cycle<'_> {
                 .await
             {
                 Ok(()) => {
-                    self.store
-                        .record_repository_read(source, namespace, name, &read)
-                        .await?;
+                    self.store.record_repository_read(&polled, &read).await?;
                 }
                 Err(PollError::Swr(error)) if error.kind() == SwrErrorKind::NotFound => {
                     tracing::debug!(
@@ -211,7 +209,8 @@ impl Cycle<'_> {
     ) -> Result<(), PollError> {
         let source = self.source.name.as_str();
         let (namespace, name) = (repository.namespace.as_str(), repository.name.as_str());
-        let seen = self.store.seen_tags(source, namespace, name).await?;
+        let polled = PolledRepository::new(source, namespace, name);
+        let seen = self.store.seen_tags(&polled).await?;
         let listed = self.list_tags(namespace, name, cutoff, &seen).await?;
         let unseen = diff::unseen(&listed, &seen);
         if unseen.is_empty() {
@@ -233,7 +232,7 @@ impl Cycle<'_> {
             })
             .collect();
         self.store
-            .record_seen_tags(source, namespace, name, &seen_now, self.clock.now_ms())
+            .record_seen_tags(&polled, &seen_now, self.clock.now_ms())
             .await?;
         Ok(())
     }

@@ -204,29 +204,28 @@ impl Poller {
             PollError::Swr(error) => (error.status(), error.error_code(), error.request_id()),
             _ => (None, None, None),
         };
+        macro_rules! poll_failure {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    source,
+                    outcome,
+                    duration_ms,
+                    status,
+                    swr_error_code,
+                    swr_request_id,
+                    error = %error,
+                    $message
+                )
+            };
+        }
         if outcome == "auth_error" {
-            tracing::error!(
-                source,
-                outcome,
-                duration_ms,
-                status,
-                swr_error_code,
-                swr_request_id,
-                error = %error,
+            poll_failure!(
+                error,
                 "swr poll refused: a configuration error. The [hss] credentials need read \
                  access to SWR (e.g. the SWR ReadOnlyAccess system policy); retrying next interval"
             );
         } else {
-            tracing::warn!(
-                source,
-                outcome,
-                duration_ms,
-                status,
-                swr_error_code,
-                swr_request_id,
-                error = %error,
-                "swr poll failed; retrying next interval"
-            );
+            poll_failure!(warn, "swr poll failed; retrying next interval");
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::batcher::Backoff;
-use crate::store::{ClaimedDigest, DeadLetterCause, Millis};
+use crate::store::{ClaimedDigest, DeadLetterCause, DigestSettlement, Millis};
 use crate::swr::{SwrError, SwrErrorKind};
 
 /// How untagged digests are asked again.
@@ -44,20 +44,9 @@ impl Outcome {
     }
 }
 
-/// What to do with the digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    /// These tags name it: scan each (the source's filter still applies).
-    Scan(Vec<String>),
-    AskAgain {
-        not_before: Millis,
-        untagged_answers: u32,
-        failures: u32,
-        last_error: String,
-    },
-    Drop,
-    DeadLetter(DeadLetterCause),
-}
+/// What to do with the digest: `Resolved` names the tags to scan (the
+/// source's filter still applies).
+pub type Plan = DigestSettlement<Vec<String>>;
 
 /// How the ask went: the artifact's tag names, SWR's error, or no answer
 /// within the lease.
@@ -89,7 +78,7 @@ pub fn decide(
         )
     };
     match answer {
-        Answer::Tags(tags) if !tags.is_empty() => (Outcome::Resolved, Plan::Scan(tags)),
+        Answer::Tags(tags) if !tags.is_empty() => (Outcome::Resolved, Plan::Resolved(tags)),
         Answer::Tags(_) => {
             let untagged_answers = claimed.untagged_answers.saturating_add(1);
             if untagged_answers >= policy.attempts {
@@ -187,29 +176,12 @@ mod tests {
         })
     }
 
-    #[test]
-    fn tags_are_scanned() {
-        let (outcome, plan) = decide(
-            &claimed(0, 0),
-            Answer::Tags(vec!["v1".into(), "latest".into()]),
-            &policy(),
-            &backoff(),
-            NOW,
-        );
-        assert_eq!(outcome, Outcome::Resolved);
-        assert_eq!(plan, Plan::Scan(vec!["v1".into(), "latest".into()]));
+    fn decide_now(claimed: &ClaimedDigest, answer: Answer) -> (Outcome, Plan) {
+        decide(claimed, answer, &policy(), &backoff(), NOW)
     }
 
-    #[test]
-    fn untagged_is_asked_again_until_the_attempts_run_out() {
-        let (outcome, plan) = decide(
-            &claimed(1, 4),
-            Answer::Tags(vec![]),
-            &policy(),
-            &backoff(),
-            NOW,
-        );
-        assert_eq!(outcome, Outcome::UntaggedRetry);
+    /// `not_before`, `untagged_answers` and `failures` of an `AskAgain` plan.
+    fn ask_again(plan: Plan) -> (Millis, u32, u32) {
         let Plan::AskAgain {
             not_before,
             untagged_answers,
@@ -219,28 +191,34 @@ mod tests {
         else {
             panic!("expected another ask, got {plan:?}");
         };
+        (not_before, untagged_answers, failures)
+    }
+
+    #[test]
+    fn tags_are_scanned() {
+        let (outcome, plan) = decide_now(
+            &claimed(0, 0),
+            Answer::Tags(vec!["v1".into(), "latest".into()]),
+        );
+        assert_eq!(outcome, Outcome::Resolved);
+        assert_eq!(plan, Plan::Resolved(vec!["v1".into(), "latest".into()]));
+    }
+
+    #[test]
+    fn untagged_is_asked_again_until_the_attempts_run_out() {
+        let (outcome, plan) = decide_now(&claimed(1, 4), Answer::Tags(vec![]));
+        assert_eq!(outcome, Outcome::UntaggedRetry);
+        let (not_before, untagged_answers, failures) = ask_again(plan);
         assert_eq!(not_before, NOW + 2_000);
         assert_eq!((untagged_answers, failures), (2, 4));
 
-        let (outcome, plan) = decide(
-            &claimed(2, 0),
-            Answer::Tags(vec![]),
-            &policy(),
-            &backoff(),
-            NOW,
-        );
+        let (outcome, plan) = decide_now(&claimed(2, 0), Answer::Tags(vec![]));
         assert_eq!((outcome, plan), (Outcome::Untagged, Plan::Drop));
     }
 
     #[test]
     fn not_found_drops() {
-        let (outcome, plan) = decide(
-            &claimed(0, 0),
-            status(404, None),
-            &policy(),
-            &backoff(),
-            NOW,
-        );
+        let (outcome, plan) = decide_now(&claimed(0, 0), status(404, None));
         assert_eq!((outcome, plan), (Outcome::NotFound, Plan::Drop));
     }
 
@@ -256,17 +234,9 @@ mod tests {
                 0,
             ),
         ] {
-            let (outcome, plan) = decide(&claimed(1, 2), answer, &policy(), &backoff(), NOW);
+            let (outcome, plan) = decide_now(&claimed(1, 2), answer);
             assert_eq!(outcome, Outcome::Retry);
-            let Plan::AskAgain {
-                not_before,
-                untagged_answers,
-                failures,
-                ..
-            } = plan
-            else {
-                panic!("expected another ask, got {plan:?}");
-            };
+            let (not_before, untagged_answers, failures) = ask_again(plan);
             // Third failure: the jitter ceiling is 4 s above the floor.
             assert!(
                 (NOW + floor..=NOW + floor + 4_000).contains(&not_before),
@@ -279,13 +249,7 @@ mod tests {
     #[test]
     fn refusals_are_dead_letters_with_swr_error() {
         for code in [400, 401, 403] {
-            let (outcome, plan) = decide(
-                &claimed(0, 0),
-                status(code, None),
-                &policy(),
-                &backoff(),
-                NOW,
-            );
+            let (outcome, plan) = decide_now(&claimed(0, 0), status(code, None));
             assert_eq!(outcome, Outcome::DeadLetter);
             let Plan::DeadLetter(cause) = plan else {
                 panic!("expected a dead letter, got {plan:?}");

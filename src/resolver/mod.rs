@@ -38,16 +38,18 @@ pub const MAX_IN_FLIGHT: usize = 4;
 pub type ResolverHandle = WakeHandle;
 
 pub struct Resolver {
-    store: Arc<dyn Store>,
-    swr: Arc<SwrClient>,
-    sources: Sources,
-    policy: ResolvePolicy,
-    backoff: Backoff,
-    clock: Clock,
-    owner: String,
-    handle: ResolverHandle,
-    batcher: BatcherHandle,
-    metrics: Metrics,
+    pub store: Arc<dyn Store>,
+    pub swr: Arc<SwrClient>,
+    pub sources: Sources,
+    pub policy: ResolvePolicy,
+    pub backoff: Backoff,
+    pub clock: Clock,
+    /// This replica's name in digest leases.
+    pub owner: String,
+    /// What wakes this resolver (a fresh `ResolverHandle::default()`).
+    pub handle: ResolverHandle,
+    pub batcher: BatcherHandle,
+    pub metrics: Metrics,
 }
 
 /// How one pass over the due digests ended.
@@ -58,32 +60,6 @@ enum Pass {
 }
 
 impl Resolver {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn Store>,
-        swr: Arc<SwrClient>,
-        sources: Sources,
-        policy: ResolvePolicy,
-        backoff: Backoff,
-        clock: Clock,
-        owner: String,
-        batcher: BatcherHandle,
-        metrics: Metrics,
-    ) -> Self {
-        Self {
-            store,
-            swr,
-            sources,
-            policy,
-            backoff,
-            clock,
-            owner,
-            handle: ResolverHandle::default(),
-            batcher,
-            metrics,
-        }
-    }
-
     pub fn handle(&self) -> ResolverHandle {
         self.handle.clone()
     }
@@ -200,32 +176,15 @@ impl Resolver {
                 }),
             ),
         };
-        let (settlement, scanned) = match plan {
-            Plan::Scan(tags) => {
-                let targets = match &source {
-                    Some(source) => self.targets(source, &claimed, &tags),
-                    None => Vec::new(),
-                };
-                let scanned = targets.len();
-                (DigestSettlement::Resolved(targets), scanned)
-            }
-            Plan::AskAgain {
-                not_before,
-                untagged_answers,
-                failures,
-                last_error,
-            } => (
-                DigestSettlement::AskAgain {
-                    not_before,
-                    untagged_answers,
-                    failures,
-                    last_error,
-                },
-                0,
-            ),
-            Plan::Drop => (DigestSettlement::Drop, 0),
-            Plan::DeadLetter(cause) => (DigestSettlement::DeadLetter(cause), 0),
-        };
+        let mut scanned = 0;
+        let settlement = plan.map_resolved(|tags| {
+            let targets = match &source {
+                Some(source) => self.targets(source, &claimed, &tags),
+                None => Vec::new(),
+            };
+            scanned = targets.len();
+            targets
+        });
         let detail = match &settlement {
             DigestSettlement::AskAgain { last_error, .. } => last_error.clone(),
             DigestSettlement::DeadLetter(cause) => cause.error_msg.clone(),

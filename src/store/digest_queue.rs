@@ -55,12 +55,14 @@ pub struct ClaimedDigest {
     pub enqueued_at: Millis,
 }
 
-/// How a resolution ended, as the store records it.
+/// How a resolution ended, as the store records it. The resolver decides it
+/// over the tag names SWR gave (`DigestSettlement<Vec<String>>`) before the
+/// source turns them into images.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DigestSettlement {
+pub enum DigestSettlement<Resolved = Vec<ScanTarget>> {
     /// SWR named tags: these images (already filtered) enter the pending set
     /// and the digest leaves the queue.
-    Resolved(Vec<ScanTarget>),
+    Resolved(Resolved),
     /// Ask again at `not_before` (untagged yet, or SWR failed for now).
     AskAgain {
         not_before: Millis,
@@ -72,6 +74,28 @@ pub enum DigestSettlement {
     Drop,
     /// SWR refused for good: keep it as a dead letter for an operator.
     DeadLetter(DeadLetterCause),
+}
+
+impl<T> DigestSettlement<T> {
+    /// The same settlement, its `Resolved` payload turned by `resolve`.
+    pub fn map_resolved<U>(self, resolve: impl FnOnce(T) -> U) -> DigestSettlement<U> {
+        match self {
+            DigestSettlement::Resolved(resolved) => DigestSettlement::Resolved(resolve(resolved)),
+            DigestSettlement::AskAgain {
+                not_before,
+                untagged_answers,
+                failures,
+                last_error,
+            } => DigestSettlement::AskAgain {
+                not_before,
+                untagged_answers,
+                failures,
+                last_error,
+            },
+            DigestSettlement::Drop => DigestSettlement::Drop,
+            DigestSettlement::DeadLetter(cause) => DigestSettlement::DeadLetter(cause),
+        }
+    }
 }
 
 /// A digest waiting for resolution, as `/admin/pending` lists it.

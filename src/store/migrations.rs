@@ -1,7 +1,9 @@
-//! The schema steps both SQL stores apply: one numbered list, each step
-//! written once per dialect (`migrations/sqlite/`, `migrations/postgres/`).
-//! Keeping the list here holds the two dialects to the same versions and names;
-//! each store's `migrate` module applies them its own way.
+//! The schema steps both SQL stores apply: one numbered list. A step whose
+//! SQL means the same in both dialects is one file in `migrations/both/`;
+//! any other is written once per dialect (`migrations/sqlite/`,
+//! `migrations/postgres/`). Keeping the list here holds the two dialects to
+//! the same versions and names; each store's `migrate` module applies them
+//! its own way.
 
 /// A schema step, applied once, in version order.
 #[derive(Debug, Clone, Copy)]
@@ -19,39 +21,36 @@ struct Step {
     postgres: &'static str,
 }
 
+/// A [`Step`] read from its file(s) `NNNN_name.sql`:
+/// `step!(5, "name", each_dialect "0005_name.sql")` reads
+/// `migrations/sqlite/` and `migrations/postgres/`;
+/// `step!(5, "name", both "0005_name.sql")` reads one file in
+/// `migrations/both/` for both stores.
+macro_rules! step {
+    ($version:literal, $name:literal, each_dialect $file:literal) => {
+        step!(@read $version, $name, "sqlite", "postgres", $file)
+    };
+    ($version:literal, $name:literal, both $file:literal) => {
+        step!(@read $version, $name, "both", "both", $file)
+    };
+    (@read $version:literal, $name:literal, $sqlite:literal, $postgres:literal, $file:literal) => {
+        Step {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!("migrations/", $sqlite, "/", $file)),
+            postgres: include_str!(concat!("migrations/", $postgres, "/", $file)),
+        }
+    };
+}
+
 /// Every step, oldest first. Applied ones are never edited: a schema change is
-/// a new file `NNNN_name.sql` in each dialect's directory, with the next number.
+/// a new `step!` with the next number and its file(s).
 const STEPS: [Step; 5] = [
-    Step {
-        version: 1,
-        name: "initial",
-        sqlite: include_str!("migrations/sqlite/0001_initial.sql"),
-        postgres: include_str!("migrations/postgres/0001_initial.sql"),
-    },
-    Step {
-        version: 2,
-        name: "digests",
-        sqlite: include_str!("migrations/sqlite/0002_digests.sql"),
-        postgres: include_str!("migrations/postgres/0002_digests.sql"),
-    },
-    Step {
-        version: 3,
-        name: "poll_state",
-        sqlite: include_str!("migrations/sqlite/0003_poll_state.sql"),
-        postgres: include_str!("migrations/postgres/0003_poll_state.sql"),
-    },
-    Step {
-        version: 4,
-        name: "no_age_index",
-        sqlite: include_str!("migrations/sqlite/0004_no_age_index.sql"),
-        postgres: include_str!("migrations/postgres/0004_no_age_index.sql"),
-    },
-    Step {
-        version: 5,
-        name: "pg_no_age_index",
-        sqlite: include_str!("migrations/sqlite/0005_pg_no_age_index.sql"),
-        postgres: include_str!("migrations/postgres/0005_pg_no_age_index.sql"),
-    },
+    step!(1, "initial", each_dialect "0001_initial.sql"),
+    step!(2, "digests", each_dialect "0002_digests.sql"),
+    step!(3, "poll_state", both "0003_poll_state.sql"),
+    step!(4, "no_age_index", each_dialect "0004_no_age_index.sql"),
+    step!(5, "pg_no_age_index", each_dialect "0005_pg_no_age_index.sql"),
 ];
 
 #[derive(Clone, Copy)]
@@ -98,28 +97,31 @@ pub fn pending<'a>(
         .filter(|migration| !applied.contains(&migration.version))
 }
 
+/// The migration files `dialect` runs (its own and the shared ones), sorted
+/// by name.
+#[cfg(test)]
+pub(crate) fn files_on_disk(dialect: &str) -> Vec<String> {
+    let mut names: Vec<String> = [dialect, "both"]
+        .iter()
+        .flat_map(|dir| {
+            let dir = format!("{}/src/store/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_dir(dir).expect("migrations directory")
+        })
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn files_in(dialect: &str) -> Vec<String> {
-        let dir = format!(
-            "{}/src/store/migrations/{dialect}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("migrations directory")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        names.sort();
-        names
-    }
 
     #[test]
     fn each_dialect_lists_exactly_its_files_numbered_from_one_without_gaps() {
@@ -128,7 +130,7 @@ mod tests {
                 .iter()
                 .map(|m| format!("{:04}_{}.sql", m.version, m.name))
                 .collect();
-            assert_eq!(listed, files_in(dialect), "{dialect}");
+            assert_eq!(listed, files_on_disk(dialect), "{dialect}");
             for (index, migration) in migrations.iter().enumerate() {
                 assert_eq!(migration.version, index as i64 + 1, "{}", migration.name);
                 assert!(

@@ -36,6 +36,25 @@ pub struct SeenTag {
     pub digest: String,
 }
 
+/// A repository as one poll source sees it: what seen tags and reads are
+/// kept per.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolledRepository {
+    pub source: String,
+    pub namespace: String,
+    pub repository: String,
+}
+
+impl PolledRepository {
+    pub fn new(source: &str, namespace: &str, repository: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            namespace: namespace.to_string(),
+            repository: repository.to_string(),
+        }
+    }
+}
+
 /// When a repository's tags were last read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryRead {
@@ -79,18 +98,14 @@ pub trait PollStateStore: Send + Sync {
     /// The tags seen in a repository, tag → digest.
     async fn seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<HashMap<String, String>, StoreError>;
 
     /// Remembers these tags of a repository with their digests (replacing
     /// what was seen of them before), in one transaction.
     async fn record_seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         tags: &[SeenTag],
         now: Millis,
     ) -> Result<(), StoreError>;
@@ -98,17 +113,13 @@ pub trait PollStateStore: Send + Sync {
     /// When this repository's tags were last read, if ever.
     async fn repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<Option<RepositoryRead>, StoreError>;
 
     /// Remembers that this repository's tags were read (replacing the last read).
     async fn record_repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         read: &RepositoryRead,
     ) -> Result<(), StoreError>;
 }

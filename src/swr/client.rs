@@ -18,7 +18,7 @@ use crate::hss::errors::{
 };
 use crate::hss::http;
 use crate::hss::signer;
-use crate::ops::metrics::{Metrics, status_class};
+use crate::ops::metrics::Metrics;
 
 /// SWR list answers hold at most 1,000 items of a few hundred bytes each;
 /// anything far larger is not SWR talking.
@@ -261,15 +261,7 @@ impl SwrClient {
             Ok(_) => Some(200),
             Err(error) => error.status(),
         };
-        let class = status_class(status);
-        self.metrics
-            .swr_requests
-            .with_label_values(&[operation, class])
-            .inc();
-        self.metrics
-            .swr_request_seconds
-            .with_label_values(&[operation, class])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record_swr_request(operation, status, elapsed);
         let duration_ms = elapsed.as_millis() as u64;
         match &result {
             Ok(answer) => tracing::debug!(

@@ -101,31 +101,57 @@ fn is_valid_host(host: &str) -> bool {
 const COMPONENT_RULE: &str =
     "lowercase letters and digits, separated by single '.', '_', '__' or runs of '-'";
 
-pub(crate) fn check_namespace(namespace: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
-    if is_valid_component(namespace) {
+/// The parts of an image reference a push names, each with its own rule.
+#[derive(Clone, Copy)]
+enum Part {
+    Namespace,
+    Name,
+    Tag,
+    Host,
+    Digest,
+}
+
+impl Part {
+    /// Why `value` is not a valid part of this kind.
+    fn invalid(self, value: &str) -> String {
+        let value = quote(value);
+        match self {
+            Part::Namespace => format!("{value} is not a valid namespace: {COMPONENT_RULE}"),
+            Part::Name => format!(
+                "{value} is not a valid image name: '/'-separated components of {COMPONENT_RULE}"
+            ),
+            Part::Tag => format!(
+                "{value} is not a valid tag: 1 to {MAX_TAG_LEN} of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
+            ),
+            Part::Host => format!("{value} is not a valid registry host"),
+            Part::Digest => format!(
+                "{value} is not a valid digest: algorithm:encoded, e.g. sha256: and 64 hex digits"
+            ),
+        }
+    }
+}
+
+/// `Ok` when `valid`, else the problem at `path` that `value` is not a valid `part`.
+fn require(valid: bool, part: Part, value: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
+    if valid {
         Ok(())
     } else {
-        Err(Problem::new(
-            path,
-            format!(
-                "{} is not a valid namespace: {COMPONENT_RULE}",
-                quote(namespace)
-            ),
-        ))
+        Err(Problem::new(path, part.invalid(value)))
     }
+}
+
+pub(crate) fn check_namespace(namespace: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
+    require(
+        is_valid_component(namespace),
+        Part::Namespace,
+        namespace,
+        path,
+    )
 }
 
 /// The name, and the length of `namespace/name` against Docker's limit.
 pub(crate) fn check_name(namespace: &str, name: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
-    if !is_valid_name(name) {
-        return Err(Problem::new(
-            path,
-            format!(
-                "{} is not a valid image name: '/'-separated components of {COMPONENT_RULE}",
-                quote(name)
-            ),
-        ));
-    }
+    require(is_valid_name(name), Part::Name, name, path)?;
     let repository_len = namespace.len() + 1 + name.len();
     if repository_len > MAX_REPOSITORY_LEN {
         return Err(Problem::new(
@@ -139,28 +165,11 @@ pub(crate) fn check_name(namespace: &str, name: &str, path: &JsonPath<'_>) -> Re
 }
 
 pub(crate) fn check_tag(tag: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
-    if is_valid_tag(tag) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            path,
-            format!(
-                "{} is not a valid tag: 1 to {MAX_TAG_LEN} of A-Z a-z 0-9 _ . -, not starting with '.' or '-'",
-                quote(tag)
-            ),
-        ))
-    }
+    require(is_valid_tag(tag), Part::Tag, tag, path)
 }
 
 pub(crate) fn check_host(host: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
-    if is_valid_host(host) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            path,
-            format!("{} is not a valid registry host", quote(host)),
-        ))
-    }
+    require(is_valid_host(host), Part::Host, host, path)
 }
 
 /// Docker's limit on a digest's length is not written down; sha512 in hex is
@@ -168,15 +177,6 @@ pub(crate) fn check_host(host: &str, path: &JsonPath<'_>) -> Result<(), Problem>
 const MAX_DIGEST_LEN: usize = 255;
 
 pub(crate) fn check_digest(digest: &str, path: &JsonPath<'_>) -> Result<(), Problem> {
-    if digest.len() <= MAX_DIGEST_LEN && is_digest(digest) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            path,
-            format!(
-                "{} is not a valid digest: algorithm:encoded, e.g. sha256: and 64 hex digits",
-                quote(digest)
-            ),
-        ))
-    }
+    let valid = digest.len() <= MAX_DIGEST_LEN && is_digest(digest);
+    require(valid, Part::Digest, digest, path)
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::MemoryStore;
-use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
+use crate::store::poll_state::{PollStateStore, PolledRepository, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
 #[derive(Debug, Default)]
@@ -18,18 +18,10 @@ struct Tables {
     leases: HashMap<String, (String, Millis)>,
     /// (source, scope) → watermark
     watermarks: HashMap<(String, String), Millis>,
-    /// (source, namespace, repository) → tag → digest
-    seen: HashMap<(String, String, String), HashMap<String, String>>,
-    /// (source, namespace, repository) → last read
-    read: HashMap<(String, String, String), RepositoryRead>,
-}
-
-fn repository_key(source: &str, namespace: &str, repository: &str) -> (String, String, String) {
-    (
-        source.to_string(),
-        namespace.to_string(),
-        repository.to_string(),
-    )
+    /// repository → tag → digest
+    seen: HashMap<PolledRepository, HashMap<String, String>>,
+    /// repository → last read
+    read: HashMap<PolledRepository, RepositoryRead>,
 }
 
 #[async_trait]
@@ -96,31 +88,20 @@ impl PollStateStore for MemoryStore {
 
     async fn seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<HashMap<String, String>, StoreError> {
         let tables = self.poll.0.lock().await;
-        Ok(tables
-            .seen
-            .get(&repository_key(source, namespace, repository))
-            .cloned()
-            .unwrap_or_default())
+        Ok(tables.seen.get(repository).cloned().unwrap_or_default())
     }
 
     async fn record_seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         tags: &[SeenTag],
         _now: Millis,
     ) -> Result<(), StoreError> {
         let mut tables = self.poll.0.lock().await;
-        let seen = tables
-            .seen
-            .entry(repository_key(source, namespace, repository))
-            .or_default();
+        let seen = tables.seen.entry(repository.clone()).or_default();
         for tag in tags {
             seen.insert(tag.tag.clone(), tag.digest.clone());
         }
@@ -129,28 +110,19 @@ impl PollStateStore for MemoryStore {
 
     async fn repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<Option<RepositoryRead>, StoreError> {
         let tables = self.poll.0.lock().await;
-        Ok(tables
-            .read
-            .get(&repository_key(source, namespace, repository))
-            .cloned())
+        Ok(tables.read.get(repository).cloned())
     }
 
     async fn record_repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         read: &RepositoryRead,
     ) -> Result<(), StoreError> {
         let mut tables = self.poll.0.lock().await;
-        tables
-            .read
-            .insert(repository_key(source, namespace, repository), read.clone());
+        tables.read.insert(repository.clone(), read.clone());
         Ok(())
     }
 }

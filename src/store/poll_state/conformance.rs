@@ -4,9 +4,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use super::{EVERY_NAMESPACE, PollStateStore, RepositoryRead, SeenTag};
+use super::{EVERY_NAMESPACE, PollStateStore, PolledRepository, RepositoryRead, SeenTag};
 
 const T0: i64 = 1_800_000_000_000;
+
+fn repository(source: &str, namespace: &str, name: &str) -> PolledRepository {
+    PolledRepository::new(source, namespace, name)
+}
 
 fn seen(tag: &str, digest: &str) -> SeenTag {
     SeenTag {
@@ -117,31 +121,41 @@ async fn watermarks_start_absent_and_only_rise(store: impl PollStateStore) {
 async fn seen_tags_are_kept_per_source_and_repository(store: impl PollStateStore) {
     assert!(
         store
-            .seen_tags("basic", "team-a", "api")
+            .seen_tags(&repository("basic", "team-a", "api"))
             .await
             .expect("read")
             .is_empty()
     );
     store
         .record_seen_tags(
-            "basic",
-            "team-a",
-            "api",
+            &repository("basic", "team-a", "api"),
             &[seen("1.0", "sha256:a"), seen("latest", "sha256:a")],
             T0,
         )
         .await
         .expect("record");
     store
-        .record_seen_tags("basic", "team-a", "api", &[seen("latest", "sha256:b")], T0)
+        .record_seen_tags(
+            &repository("basic", "team-a", "api"),
+            &[seen("latest", "sha256:b")],
+            T0,
+        )
         .await
         .expect("a re-push");
     store
-        .record_seen_tags("basic", "team-a", "tools/cli", &[seen("1.0", "")], T0)
+        .record_seen_tags(
+            &repository("basic", "team-a", "tools/cli"),
+            &[seen("1.0", "")],
+            T0,
+        )
         .await
         .expect("another repository, no digest");
     store
-        .record_seen_tags("mirror", "team-a", "api", &[seen("1.0", "sha256:z")], T0)
+        .record_seen_tags(
+            &repository("mirror", "team-a", "api"),
+            &[seen("1.0", "sha256:z")],
+            T0,
+        )
         .await
         .expect("another source");
     let expected: HashMap<String, String> = [
@@ -151,14 +165,14 @@ async fn seen_tags_are_kept_per_source_and_repository(store: impl PollStateStore
     .into();
     assert_eq!(
         store
-            .seen_tags("basic", "team-a", "api")
+            .seen_tags(&repository("basic", "team-a", "api"))
             .await
             .expect("read"),
         expected
     );
     assert_eq!(
         store
-            .seen_tags("basic", "team-a", "tools/cli")
+            .seen_tags(&repository("basic", "team-a", "tools/cli"))
             .await
             .expect("read"),
         [("1.0".to_string(), String::new())].into()
@@ -172,7 +186,7 @@ async fn the_last_read_of_a_repository_is_kept(store: impl PollStateStore) {
     };
     assert_eq!(
         store
-            .repository_read("basic", "team-a", "api")
+            .repository_read(&repository("basic", "team-a", "api"))
             .await
             .expect("read"),
         None
@@ -182,13 +196,16 @@ async fn the_last_read_of_a_repository_is_kept(store: impl PollStateStore) {
         ("2026-01-02T00:00:00Z", T0 + 9),
     ] {
         store
-            .record_repository_read("basic", "team-a", "api", &read(updated_at, read_at))
+            .record_repository_read(
+                &repository("basic", "team-a", "api"),
+                &read(updated_at, read_at),
+            )
             .await
             .expect("record");
     }
     assert_eq!(
         store
-            .repository_read("basic", "team-a", "api")
+            .repository_read(&repository("basic", "team-a", "api"))
             .await
             .expect("read"),
         Some(read("2026-01-02T00:00:00Z", T0 + 9)),
@@ -196,14 +213,14 @@ async fn the_last_read_of_a_repository_is_kept(store: impl PollStateStore) {
     );
     assert_eq!(
         store
-            .repository_read("basic", "team-a", "tools/cli")
+            .repository_read(&repository("basic", "team-a", "tools/cli"))
             .await
             .expect("read"),
         None
     );
     assert_eq!(
         store
-            .repository_read("mirror", "team-a", "api")
+            .repository_read(&repository("mirror", "team-a", "api"))
             .await
             .expect("read"),
         None

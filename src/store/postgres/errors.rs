@@ -5,6 +5,7 @@
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
+use crate::error_chain;
 use crate::store::StoreError;
 
 /// A failure while using a connection: the network and server-side
@@ -63,12 +64,11 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
     }
     // Not an answer from the server: either the network (I/O, connect,
     // timeouts) or our own encoding of values, which no retry can fix.
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.is::<std::io::Error>() {
-            return true;
-        }
-        source = cause.source();
+    if error_chain::causes(error)
+        .skip(1)
+        .any(|cause| cause.is::<std::io::Error>())
+    {
+        return true;
     }
     error.to_string().starts_with("timeout")
 }
@@ -103,14 +103,7 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
             db_error.code().code()
         );
     }
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+    error_chain::with_causes(error)
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
-use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::group_commit::GroupCommit;
 use super::stored_image::StoredImage;
@@ -109,6 +110,46 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|error| from_pool(error, &self.server))
+    }
+
+    /// Runs `sql` (prepared once per connection) on a pooled connection
+    /// within the operation timeout; the rows it returns, each read by `read`.
+    async fn query_rows<T>(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: impl Fn(&Row) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        bounded(operation, async {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(sql).await.map_err(from_postgres)?;
+            let rows = client
+                .query(&statement, params)
+                .await
+                .map_err(from_postgres)?;
+            rows.iter().map(read).collect()
+        })
+        .await
+    }
+
+    /// Runs `sql` (prepared once per connection) on a pooled connection
+    /// within the operation timeout; how many rows it changed.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        bounded(operation, async {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(sql).await.map_err(from_postgres)?;
+            client
+                .execute(&statement, params)
+                .await
+                .map_err(from_postgres)
+        })
+        .await
     }
 }
 
@@ -241,20 +282,10 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
-        bounded("complete", async {
-            let client = self.client().await?;
-            // Its images go with it (ON DELETE CASCADE), in one statement.
-            let delete = client
-                .prepare_cached("DELETE FROM batches WHERE id = $1")
-                .await
-                .map_err(from_postgres)?;
-            client
-                .execute(&delete, &[&batch.id])
-                .await
-                .map_err(from_postgres)?;
-            Ok(())
-        })
-        .await
+        // Its images go with it (ON DELETE CASCADE), in one statement.
+        let sql = "DELETE FROM batches WHERE id = $1";
+        self.execute("complete", sql, &[&batch.id]).await?;
+        Ok(())
     }
 
     async fn release_for_retry(
@@ -263,33 +294,23 @@ impl Store for PostgresStore {
         not_before: Millis,
         last_error: &str,
     ) -> Result<(), StoreError> {
-        bounded("release_for_retry", async {
-            let client = self.client().await?;
-            let release = client
-                .prepare_cached(
-                    "UPDATE batches
-                     SET owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
-                     WHERE id = $1 AND owner = $2",
-                )
-                .await
-                .map_err(from_postgres)?;
-            let released = client
-                .execute(
-                    &release,
-                    &[&batch.id, &batch.owner, &not_before, &last_error],
-                )
-                .await
-                .map_err(from_postgres)?;
-            if released == 0 {
-                tracing::debug!(
-                    batch_id = batch.id,
-                    owner = %batch.owner,
-                    "batch was taken over before its release; left to its new owner"
-                );
-            }
-            Ok(())
-        })
-        .await
+        let released = self
+            .execute(
+                "release_for_retry",
+                "UPDATE batches
+                 SET owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
+                 WHERE id = $1 AND owner = $2",
+                &[&batch.id, &batch.owner, &not_before, &last_error],
+            )
+            .await?;
+        if released == 0 {
+            tracing::debug!(
+                batch_id = batch.id,
+                owner = %batch.owner,
+                "batch was taken over before its release; left to its new owner"
+            );
+        }
+        Ok(())
     }
 
     async fn dead_letter(
@@ -358,79 +379,65 @@ impl Store for PostgresStore {
     }
 
     async fn pending(&self, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
-        bounded("pending", async {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT image_type, instance_id, enterprise_project_id, namespace, name,
-                            tag, instance_url, digest, enqueued_at, batch_id
-                     FROM pending_images ORDER BY enqueued_at, id LIMIT $1",
-                    &[&as_bigint(limit)],
-                )
-                .await
-                .map_err(from_postgres)?
-                .iter()
-                .map(|row| {
-                    let BatchImage {
-                        image,
-                        instance_url,
-                        digest,
-                    } = batch_image_of(row)?;
-                    Ok(PendingImage {
-                        partition: partition_of(row)?,
-                        image,
-                        instance_url,
-                        digest,
-                        enqueued_at: get(row, "enqueued_at")?,
-                        batch_id: get(row, "batch_id")?,
-                    })
+        self.query_rows(
+            "pending",
+            "SELECT image_type, instance_id, enterprise_project_id, namespace, name,
+                    tag, instance_url, digest, enqueued_at, batch_id
+             FROM pending_images ORDER BY enqueued_at, id LIMIT $1",
+            &[&as_bigint(limit)],
+            |row| {
+                let BatchImage {
+                    image,
+                    instance_url,
+                    digest,
+                } = batch_image_of(row)?;
+                Ok(PendingImage {
+                    partition: partition_of(row)?,
+                    image,
+                    instance_url,
+                    digest,
+                    enqueued_at: get(row, "enqueued_at")?,
+                    batch_id: get(row, "batch_id")?,
                 })
-                .collect()
-        })
+            },
+        )
         .await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        bounded("dead_letters", async {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT id, image_type, instance_id, enterprise_project_id, images,
-                            http_status, error_code, error_msg, request_id, attempts, failed_at,
-                            unresolved
-                     FROM dead_letters ORDER BY id DESC LIMIT $1",
-                    &[&as_bigint(limit)],
-                )
-                .await
-                .map_err(from_postgres)?
-                .iter()
-                .map(|row| {
-                    let Json(images) = get::<Json<Vec<StoredImage>>>(row, "images")?;
-                    let http_status: Option<i32> = get(row, "http_status")?;
-                    let http_status = http_status
-                        .map(|status| {
-                            u16::try_from(status).map_err(|_| {
-                                StoreError::Query(format!("HTTP status {status} in the store"))
-                            })
+        self.query_rows(
+            "dead_letters",
+            "SELECT id, image_type, instance_id, enterprise_project_id, images,
+                    http_status, error_code, error_msg, request_id, attempts, failed_at,
+                    unresolved
+             FROM dead_letters ORDER BY id DESC LIMIT $1",
+            &[&as_bigint(limit)],
+            |row| {
+                let Json(images) = get::<Json<Vec<StoredImage>>>(row, "images")?;
+                let http_status: Option<i32> = get(row, "http_status")?;
+                let http_status = http_status
+                    .map(|status| {
+                        u16::try_from(status).map_err(|_| {
+                            StoreError::Query(format!("HTTP status {status} in the store"))
                         })
-                        .transpose()?;
-                    Ok(DeadLetter {
-                        id: get(row, "id")?,
-                        partition: partition_of(row)?,
-                        images: images.into_iter().map(BatchImage::from).collect(),
-                        unresolved: digests::unresolved_of(row)?,
-                        cause: DeadLetterCause {
-                            http_status,
-                            error_code: get(row, "error_code")?,
-                            error_msg: get(row, "error_msg")?,
-                            request_id: get(row, "request_id")?,
-                        },
-                        attempts: attempts_of(row)?,
-                        failed_at: get(row, "failed_at")?,
                     })
+                    .transpose()?;
+                Ok(DeadLetter {
+                    id: get(row, "id")?,
+                    partition: partition_of(row)?,
+                    images: images.into_iter().map(BatchImage::from).collect(),
+                    unresolved: digests::unresolved_of(row)?,
+                    cause: DeadLetterCause {
+                        http_status,
+                        error_code: get(row, "error_code")?,
+                        error_msg: get(row, "error_msg")?,
+                        request_id: get(row, "request_id")?,
+                    },
+                    attempts: attempts_of(row)?,
+                    failed_at: get(row, "failed_at")?,
                 })
-                .collect()
-        })
+            },
+        )
         .await
     }
 

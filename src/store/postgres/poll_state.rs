@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use super::errors::from_postgres;
 use super::rows::get;
 use super::{PostgresStore, bounded};
-use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
+use crate::store::poll_state::{PollStateStore, PolledRepository, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
 #[async_trait]
@@ -22,36 +22,27 @@ impl PollStateStore for PostgresStore {
         now: Millis,
         until: Millis,
     ) -> Result<bool, StoreError> {
-        bounded("take_poll_lease", async {
-            let client = self.client().await?;
-            let taken = client
-                .execute(
-                    "INSERT INTO poll_leases (source, owner, lease_until) VALUES ($1, $2, $4)
-                     ON CONFLICT (source) DO UPDATE
-                     SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
-                     WHERE poll_leases.owner = EXCLUDED.owner OR poll_leases.lease_until <= $3",
-                    &[&source, &owner, &now, &until],
-                )
-                .await
-                .map_err(from_postgres)?;
-            Ok(taken == 1)
-        })
-        .await
+        let taken = self
+            .execute(
+                "take_poll_lease",
+                "INSERT INTO poll_leases (source, owner, lease_until) VALUES ($1, $2, $4)
+                 ON CONFLICT (source) DO UPDATE
+                 SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+                 WHERE poll_leases.owner = EXCLUDED.owner OR poll_leases.lease_until <= $3",
+                &[&source, &owner, &now, &until],
+            )
+            .await?;
+        Ok(taken == 1)
     }
 
     async fn release_poll_lease(&self, source: &str, owner: &str) -> Result<(), StoreError> {
-        bounded("release_poll_lease", async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "DELETE FROM poll_leases WHERE source = $1 AND owner = $2",
-                    &[&source, &owner],
-                )
-                .await
-                .map_err(from_postgres)?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "release_poll_lease",
+            "DELETE FROM poll_leases WHERE source = $1 AND owner = $2",
+            &[&source, &owner],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn poll_watermark(
@@ -59,18 +50,16 @@ impl PollStateStore for PostgresStore {
         source: &str,
         scope: &str,
     ) -> Result<Option<Millis>, StoreError> {
-        bounded("poll_watermark", async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT watermark FROM poll_watermarks WHERE source = $1 AND scope = $2",
-                    &[&source, &scope],
-                )
-                .await
-                .map_err(from_postgres)?;
-            row.map(|row| get(&row, "watermark")).transpose()
-        })
-        .await
+        let mut watermarks = self
+            .query_rows(
+                "poll_watermark",
+                "SELECT watermark FROM poll_watermarks WHERE source = $1 AND scope = $2",
+                &[&source, &scope],
+                |row| get(row, "watermark"),
+            )
+            .await?;
+        // The primary key: one row at most.
+        Ok(watermarks.pop())
     }
 
     async fn raise_poll_watermark(
@@ -80,52 +69,38 @@ impl PollStateStore for PostgresStore {
         watermark: Millis,
         now: Millis,
     ) -> Result<(), StoreError> {
-        bounded("raise_poll_watermark", async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO poll_watermarks (source, scope, watermark, polled_at)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (source, scope) DO UPDATE
-                     SET watermark = GREATEST(poll_watermarks.watermark, EXCLUDED.watermark),
-                         polled_at = EXCLUDED.polled_at",
-                    &[&source, &scope, &watermark, &now],
-                )
-                .await
-                .map_err(from_postgres)?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "raise_poll_watermark",
+            "INSERT INTO poll_watermarks (source, scope, watermark, polled_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, scope) DO UPDATE
+             SET watermark = GREATEST(poll_watermarks.watermark, EXCLUDED.watermark),
+                 polled_at = EXCLUDED.polled_at",
+            &[&source, &scope, &watermark, &now],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<HashMap<String, String>, StoreError> {
-        bounded("seen_tags", async {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT tag, digest FROM poll_seen_tags
-                     WHERE source = $1 AND namespace = $2 AND repository = $3",
-                    &[&source, &namespace, &repository],
-                )
-                .await
-                .map_err(from_postgres)?
-                .iter()
-                .map(|row| Ok((get(row, "tag")?, get(row, "digest")?)))
-                .collect()
-        })
-        .await
+        let rows = self
+            .query_rows(
+                "seen_tags",
+                "SELECT tag, digest FROM poll_seen_tags
+                 WHERE source = $1 AND namespace = $2 AND repository = $3",
+                &key_params(repository),
+                |row| Ok((get(row, "tag")?, get(row, "digest")?)),
+            )
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn record_seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         tags: &[SeenTag],
         now: Millis,
     ) -> Result<(), StoreError> {
@@ -141,10 +116,11 @@ impl PollStateStore for PostgresStore {
                 )
                 .await
                 .map_err(from_postgres)?;
+            let [source, namespace, name] = key_params(repository);
             for seen in tags {
                 tx.execute(
                     &upsert,
-                    &[&source, &namespace, &repository, &seen.tag, &seen.digest, &now],
+                    &[source, namespace, name, &seen.tag, &seen.digest, &now],
                 )
                 .await
                 .map_err(from_postgres)?;
@@ -156,59 +132,51 @@ impl PollStateStore for PostgresStore {
 
     async fn repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<Option<RepositoryRead>, StoreError> {
-        bounded("repository_read", async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT updated_at, read_at FROM poll_read_repositories
-                     WHERE source = $1 AND namespace = $2 AND repository = $3",
-                    &[&source, &namespace, &repository],
-                )
-                .await
-                .map_err(from_postgres)?;
-            row.map(|row| {
-                Ok(RepositoryRead {
-                    updated_at: get(&row, "updated_at")?,
-                    read_at: get(&row, "read_at")?,
-                })
-            })
-            .transpose()
-        })
-        .await
+        let mut reads = self
+            .query_rows(
+                "repository_read",
+                "SELECT updated_at, read_at FROM poll_read_repositories
+                 WHERE source = $1 AND namespace = $2 AND repository = $3",
+                &key_params(repository),
+                |row| {
+                    Ok(RepositoryRead {
+                        updated_at: get(row, "updated_at")?,
+                        read_at: get(row, "read_at")?,
+                    })
+                },
+            )
+            .await?;
+        // The primary key: one row at most.
+        Ok(reads.pop())
     }
 
     async fn record_repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         read: &RepositoryRead,
     ) -> Result<(), StoreError> {
-        bounded("record_repository_read", async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO poll_read_repositories
-                         (source, namespace, repository, updated_at, read_at)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (source, namespace, repository) DO UPDATE
-                     SET updated_at = EXCLUDED.updated_at, read_at = EXCLUDED.read_at",
-                    &[
-                        &source,
-                        &namespace,
-                        &repository,
-                        &read.updated_at,
-                        &read.read_at,
-                    ],
-                )
-                .await
-                .map_err(from_postgres)?;
-            Ok(())
-        })
-        .await
+        let [source, namespace, name] = key_params(repository);
+        self.execute(
+            "record_repository_read",
+            "INSERT INTO poll_read_repositories
+                 (source, namespace, repository, updated_at, read_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (source, namespace, repository) DO UPDATE
+             SET updated_at = EXCLUDED.updated_at, read_at = EXCLUDED.read_at",
+            &[source, namespace, name, &read.updated_at, &read.read_at],
+        )
+        .await?;
+        Ok(())
     }
+}
+
+/// `$1, $2, $3` of every statement about one repository.
+fn key_params(repository: &PolledRepository) -> [&(dyn ToSql + Sync); 3] {
+    [
+        &repository.source,
+        &repository.namespace,
+        &repository.repository,
+    ]
 }

@@ -6,8 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::connection::immediate;
 use super::digests;
 use super::enqueue::insert_unbatched;
-use super::rows::{count_at, images_from_json, partition_at, sql_count};
-use crate::domain::ImageRef;
+use super::rows::{count_at, image_ref_at, images_from_json, partition_at, sql_count};
 use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
 
 pub(super) fn retry_dead_letter(
@@ -69,11 +68,7 @@ pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<V
     .query_map([sql_count(limit)], |row| {
         Ok(PendingImage {
             partition: partition_at(row, 0)?,
-            image: ImageRef::new(
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-            ),
+            image: image_ref_at(row, 3)?,
             instance_url: row.get(6)?,
             digest: row.get(9)?,
             enqueued_at: row.get(7)?,

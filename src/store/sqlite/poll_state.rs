@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::SqliteStore;
 use super::connection::immediate;
-use crate::store::poll_state::{PollStateStore, RepositoryRead, SeenTag};
+use crate::store::poll_state::{PollStateStore, PolledRepository, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
 #[async_trait]
@@ -85,17 +85,15 @@ impl PollStateStore for SqliteStore {
 
     async fn seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let key = [source, namespace, repository].map(str::to_string);
+        let key = repository.clone();
         self.run("seen_tags", move |conn| {
             conn.prepare_cached(
                 "SELECT tag, digest FROM poll_seen_tags
                  WHERE source = ?1 AND namespace = ?2 AND repository = ?3",
             )?
-            .query_map((&key[0], &key[1], &key[2]), |row| {
+            .query_map((&key.source, &key.namespace, &key.repository), |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })?
             .collect()
@@ -105,13 +103,11 @@ impl PollStateStore for SqliteStore {
 
     async fn record_seen_tags(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         tags: &[SeenTag],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let key = [source, namespace, repository].map(str::to_string);
+        let key = repository.clone();
         let tags = tags.to_vec();
         self.write("record_seen_tags", move |conn| {
             let tx = immediate(conn)?;
@@ -123,7 +119,7 @@ impl PollStateStore for SqliteStore {
                      SET digest = excluded.digest, seen_at = excluded.seen_at",
                 )?;
                 for seen in &tags {
-                    upsert.execute((&key[0], &key[1], &key[2], &seen.tag, &seen.digest, now))?;
+                    upsert.execute((&key.source, &key.namespace, &key.repository, &seen.tag, &seen.digest, now))?;
                 }
             }
             tx.commit()
@@ -133,18 +129,16 @@ impl PollStateStore for SqliteStore {
 
     async fn repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
     ) -> Result<Option<RepositoryRead>, StoreError> {
-        let key = [source, namespace, repository].map(str::to_string);
+        let key = repository.clone();
         self.run("repository_read", move |conn| {
             use rusqlite::OptionalExtension;
             conn.prepare_cached(
                 "SELECT updated_at, read_at FROM poll_read_repositories
                  WHERE source = ?1 AND namespace = ?2 AND repository = ?3",
             )?
-            .query_row((&key[0], &key[1], &key[2]), |row| {
+            .query_row((&key.source, &key.namespace, &key.repository), |row| {
                 Ok(RepositoryRead {
                     updated_at: row.get(0)?,
                     read_at: row.get(1)?,
@@ -157,12 +151,10 @@ impl PollStateStore for SqliteStore {
 
     async fn record_repository_read(
         &self,
-        source: &str,
-        namespace: &str,
-        repository: &str,
+        repository: &PolledRepository,
         read: &RepositoryRead,
     ) -> Result<(), StoreError> {
-        let key = [source, namespace, repository].map(str::to_string);
+        let key = repository.clone();
         let read = read.clone();
         self.write("record_repository_read", move |conn| {
             conn.prepare_cached(
@@ -172,7 +164,13 @@ impl PollStateStore for SqliteStore {
                  ON CONFLICT (source, namespace, repository) DO UPDATE
                  SET updated_at = excluded.updated_at, read_at = excluded.read_at",
             )?
-            .execute((&key[0], &key[1], &key[2], &read.updated_at, read.read_at))?;
+            .execute((
+                &key.source,
+                &key.namespace,
+                &key.repository,
+                &read.updated_at,
+                read.read_at,
+            ))?;
             Ok(())
         })
         .await

@@ -3,7 +3,7 @@
 use rusqlite::Row;
 use rusqlite::types::Type;
 
-use crate::domain::{ImageType, Partition};
+use crate::domain::{ImageRef, ImageType, Partition};
 use crate::store::BatchImage;
 use crate::store::stored_image::StoredImage;
 
@@ -36,6 +36,15 @@ pub(super) fn partition_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Part
         instance_id: row.get(first + 1)?,
         enterprise_project_id: row.get(first + 2)?,
     })
+}
+
+/// Reads an image named by `namespace, name, tag` starting at column `first`.
+pub(super) fn image_ref_at(row: &Row<'_>, first: usize) -> rusqlite::Result<ImageRef> {
+    Ok(ImageRef::new(
+        row.get::<_, String>(first)?,
+        row.get::<_, String>(first + 1)?,
+        row.get::<_, String>(first + 2)?,
+    ))
 }
 
 /// A `COUNT(*)` column: an `i64` that is never negative.

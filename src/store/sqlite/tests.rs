@@ -374,18 +374,7 @@ async fn claim_and_due_queries_seek_indexes() {
 
 #[test]
 fn migrations_match_the_files_on_disk() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migrations/sqlite");
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-        .expect("migrations directory")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    on_disk.sort();
+    let on_disk = crate::store::migrations::files_on_disk("sqlite");
     let listed: Vec<String> = MIGRATIONS
         .iter()
         .map(|m| format!("{:04}_{}.sql", m.version, m.name))

@@ -1,5 +1,6 @@
 -- What swr-poll sources remember between polls (see src/store/poll_state.rs).
--- The SQLite schema has the same tables. Times are Unix milliseconds.
+-- Both SQL stores run this file as it stands: its SQL means the same in SQLite
+-- and PostgreSQL. Times are Unix milliseconds.
 
 -- Which replica polls a source, until when.
 CREATE TABLE poll_leases (
