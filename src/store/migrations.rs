@@ -50,7 +50,7 @@ const STEPS: [Step; 5] = [
     step!(2, "digests", each_dialect "0002_digests.sql"),
     step!(3, "poll_state", both "0003_poll_state.sql"),
     step!(4, "no_age_index", each_dialect "0004_no_age_index.sql"),
-    step!(5, "pg_no_age_index", each_dialect "0005_pg_no_age_index.sql"),
+    step!(5, "pg_leaner_pending", each_dialect "0005_pg_leaner_pending.sql"),
 ];
 
 #[derive(Clone, Copy)]

@@ -58,8 +58,10 @@ const LOCK_PARTITION: &str = "
 SELECT pg_try_advisory_xact_lock(
     hashtext(COALESCE(current_schema(), '')), hashtext($1)) AS locked";
 
+/// `row_ctid`: where the locked row is, for the update that moves it into the
+/// batch (stable while the row is locked; the table has no index on `id`).
 const OLDEST_UNBATCHED: &str = "
-SELECT id, image_type, instance_id, enterprise_project_id,
+SELECT ctid::text AS row_ctid, image_type, instance_id, enterprise_project_id,
        namespace, name, tag, instance_url, digest, enqueued_at
 FROM pending_images
 WHERE batch_id IS NULL AND partition_key = $1
@@ -77,7 +79,7 @@ WITH batch AS (
     RETURNING id
 ), members AS (
     UPDATE pending_images SET batch_id = (SELECT id FROM batch)
-    WHERE id = ANY($8)
+    WHERE ctid = ANY($8::text[]::tid[])
 )
 SELECT id FROM batch";
 
@@ -200,9 +202,9 @@ pub(super) async fn form_batch(
             continue;
         }
         let partition = partition_of(oldest)?;
-        let member_ids: Vec<i64> = rows
+        let members: Vec<String> = rows
             .iter()
-            .map(|row| get(row, "id"))
+            .map(|row| get(row, "row_ctid"))
             .collect::<Result<_, _>>()?;
         let images: Vec<BatchImage> = rows.iter().map(batch_image_of).collect::<Result<_, _>>()?;
         let lease_until = now + policy.lease_ms;
@@ -217,7 +219,7 @@ pub(super) async fn form_batch(
                     &owner,
                     &lease_until,
                     &now,
-                    &member_ids,
+                    &members,
                 ],
             )
             .await

@@ -1,0 +1,3 @@
+-- Nothing to do: this step is PostgreSQL's (the dialects share their version
+-- numbers). The SQLite schema dropped its age index in migration 0004, and its
+-- writes are one thread's, so its foreign key to batches costs no lock.

@@ -1,2 +1,0 @@
--- Nothing to do: the SQLite schema dropped its age index in migration 0004;
--- this step is PostgreSQL's (the dialects share their version numbers).
