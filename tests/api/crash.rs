@@ -105,10 +105,13 @@ async fn every_acknowledged_image_survives_a_sigkill() {
     )
     .await;
     assert!(hss.requests_with_bad_signature().is_empty());
-    let taken_over = restarted.logs();
-    assert!(
-        taken_over.contains("\"attempt\":2"),
-        "the in-flight batch was taken over after its lease: {taken_over}"
-    );
+    // The send's log line follows HSS's answer, so it may come a moment after
+    // the fake HSS saw the request that completed the set.
+    wait_until(
+        Duration::from_secs(10),
+        "the in-flight batch taken over after its lease (attempt 2 in the log)",
+        || async { restarted.logs().contains("\"attempt\":2") },
+    )
+    .await;
     drop(restarted);
 }
