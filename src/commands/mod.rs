@@ -3,4 +3,5 @@
 pub mod check_config;
 pub mod demo;
 mod demo_hss;
+pub mod history;
 pub mod sign;

@@ -223,7 +223,12 @@ impl Resolver {
                 },
                 0,
             ),
-            Plan::Drop => (DigestSettlement::Drop, 0),
+            Plan::Drop => (
+                DigestSettlement::Drop {
+                    reason: outcome.as_str(),
+                },
+                0,
+            ),
             Plan::DeadLetter(cause) => (DigestSettlement::DeadLetter(cause), 0),
         };
         let detail = match &settlement {

@@ -69,7 +69,8 @@ pub enum DigestSettlement {
         last_error: String,
     },
     /// Nothing to scan (untagged for good, or unknown to SWR): forget it.
-    Drop,
+    /// `reason` (`untagged`, `not_found`) goes to the digest's history.
+    Drop { reason: &'static str },
     /// SWR refused for good: keep it as a dead letter for an operator.
     DeadLetter(DeadLetterCause),
 }

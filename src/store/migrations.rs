@@ -21,7 +21,7 @@ struct Step {
 
 /// Every step, oldest first. Applied ones are never edited: a schema change is
 /// a new file `NNNN_name.sql` in each dialect's directory, with the next number.
-const STEPS: [Step; 4] = [
+const STEPS: [Step; 5] = [
     Step {
         version: 1,
         name: "initial",
@@ -45,6 +45,12 @@ const STEPS: [Step; 4] = [
         name: "no_age_index",
         sqlite: include_str!("migrations/sqlite/0004_no_age_index.sql"),
         postgres: include_str!("migrations/postgres/0004_no_age_index.sql"),
+    },
+    Step {
+        version: 5,
+        name: "history",
+        sqlite: include_str!("migrations/sqlite/0005_history.sql"),
+        postgres: include_str!("migrations/postgres/0005_history.sql"),
     },
 ];
 
@@ -139,8 +145,8 @@ mod tests {
         let versions = |applied: &[i64]| -> Vec<i64> {
             pending(&SQLITE, applied).map(|m| m.version).collect()
         };
-        assert_eq!(versions(&[]), vec![1, 2, 3, 4]);
-        assert_eq!(versions(&[2]), vec![1, 3, 4]);
-        assert_eq!(versions(&[1, 2, 3, 4, 99]), Vec::<i64>::new());
+        assert_eq!(versions(&[]), vec![1, 2, 3, 4, 5]);
+        assert_eq!(versions(&[2]), vec![1, 3, 4, 5]);
+        assert_eq!(versions(&[1, 2, 3, 4, 5, 99]), Vec::<i64>::new());
     }
 }

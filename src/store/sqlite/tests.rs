@@ -11,8 +11,9 @@ use super::claim::{
 };
 use super::migrate::{MIGRATIONS, Migration, apply_migrations};
 use super::*;
-use crate::domain::Partition;
-use crate::store::conformance::{self, POLICY, partition, target};
+use crate::domain::{Partition, ScanTarget};
+use crate::store::DeliveryKey;
+use crate::store::conformance::{self, POLICY, partition, receipt, target};
 
 const T0: Millis = 1_800_000_000_000;
 
@@ -687,7 +688,8 @@ async fn a_claim_completes_while_a_settle_of_the_same_task_is_not_polled() {
         .await
         .expect("claim")
         .expect("a batch");
-    let mut settle = std::pin::pin!(store.complete(&first));
+    let receipt = receipt();
+    let mut settle = std::pin::pin!(store.complete(&first, &receipt, T0));
     // Started, then left unpolled while the same task claims again.
     assert!(futures_util::poll!(&mut settle).is_pending());
     let second = tokio::time::timeout(Duration::from_secs(10), store.claim_batch("w", T0, &policy))
@@ -852,7 +854,12 @@ async fn a_stale_lease_of_the_same_owner_cannot_release_the_batch() {
         .expect("expired");
     assert_eq!((second.id, second.attempt), (first.id, 2));
     store
-        .release_for_retry(&first, first.lease_until + 10, "stale")
+        .release_for_retry(
+            &first,
+            first.lease_until + 10,
+            &RetryCause::reason("stale"),
+            T0,
+        )
         .await
         .expect("release");
     assert_eq!(

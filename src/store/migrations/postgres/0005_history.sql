@@ -1,0 +1,41 @@
+-- Per-image history (see src/store/history/mod.rs). Intake writes nothing
+-- extra for an accepted image: its pending row is the open part of its
+-- history, and now names the source it came through. When a batch settles,
+-- its images are copied here set-based, one row each; the batch's own facts
+-- (sent, retried, scanned, dead letter) are kept once per batch in
+-- batch_events. Rare events (duplicate, ignored, a digest's resolution) get a
+-- row each. The SQLite schema has the same tables, columns and indexes.
+
+ALTER TABLE pending_images ADD COLUMN source TEXT;
+
+-- `image_key` is `namespace/name:tag`, or `namespace/name@digest` for a
+-- digest-only push. An `accepted` row with a `batch_id` stands also for that
+-- batch's events. `recorded_at` (when the row was written) drives pruning.
+CREATE TABLE image_history (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    image_key   TEXT    NOT NULL,
+    event       TEXT    NOT NULL,
+    at_ms       BIGINT  NOT NULL,
+    source      TEXT,
+    batch_id    BIGINT,
+    reason      TEXT,
+    digest      TEXT,
+    recorded_at BIGINT  NOT NULL
+);
+
+-- /admin/history: one image's rows.
+CREATE INDEX image_history_by_key ON image_history (image_key, id);
+
+CREATE TABLE batch_events (
+    id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    batch_id       BIGINT  NOT NULL,
+    event          TEXT    NOT NULL,
+    at_ms          BIGINT  NOT NULL,
+    api            TEXT,
+    hss_status     INTEGER,
+    hss_request_id TEXT,
+    reason         TEXT
+);
+
+-- Expanding an image's batch into its events.
+CREATE INDEX batch_events_by_batch ON batch_events (batch_id, id);
