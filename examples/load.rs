@@ -1543,7 +1543,7 @@ fn print_report(report: &Report) {
                 .join(", ")
         );
         println!(
-            "rows after the last \"on\" run: {} image_history, {} batch_events, for {} images sent to HSS; after the last \"off\" run: {} and {}",
+            "rows after the last \"on\" run: {} history, {} batch_events, for {} images sent to HSS; after the last \"off\" run: {} and {}",
             h.rows_on.0,
             h.rows_on.1,
             h.on.last().and_then(|r| r.images_sent_to_hss).unwrap_or(0),
@@ -1574,7 +1574,7 @@ struct HistoryCost {
     cpu_ratio: f64,
     /// on / off req/s of each round.
     round_ratios: Vec<f64>,
-    /// (image_history, batch_events) rows after the last run of each kind.
+    /// (history, batch_events) rows after the last run of each kind.
     rows_on: (i64, i64),
     rows_off: (i64, i64),
 }
@@ -1642,10 +1642,11 @@ impl RunStore {
         }
     }
 
-    /// (image_history, batch_events) rows; drops a PostgreSQL database.
+    /// (history, batch_events) rows; drops a PostgreSQL database.
     async fn count_and_drop(self) -> Result<(i64, i64), String> {
         const COUNT: &str =
-            "SELECT (SELECT count(*) FROM image_history), (SELECT count(*) FROM batch_events)";
+            "SELECT (SELECT count(*) FROM image_history) + (SELECT count(*) FROM recent_history),
+                    (SELECT count(*) FROM batch_events)";
         match self {
             RunStore::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;

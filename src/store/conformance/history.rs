@@ -4,7 +4,8 @@
 use super::digests::unresolved;
 use super::{POLICY, T0, partition, receipt, target};
 use crate::domain::{ImageRef, ScanTarget};
-use crate::store::history::HISTORY_LIMIT;
+use crate::store::BatchPolicy;
+use crate::store::history::{HISTORY_LIMIT, MERGE_AT};
 use crate::store::{
     Arrival, DeadLetterCause, DeliveryKey, DigestSettlement, EventKind, HistoryEvent,
     HistorySubject, IgnoredImage, RetryCause, Store,
@@ -59,6 +60,7 @@ where
     a_stale_release_records_nothing(make().await).await;
     history_answers_the_newest_events(make().await).await;
     history_is_pruned_by_age(make().await).await;
+    history_reads_the_same_after_a_bulk_move(make().await).await;
     a_digest_history_leads_to_its_tags(make().await).await;
     dropped_and_refused_digests_say_why(make().await).await;
 }
@@ -375,6 +377,47 @@ pub async fn history_is_pruned_by_age<S: Store>(store: S) {
     assert_eq!(waiting[1].at_ms, T0 + 5_000);
     assert_eq!(store.stats().await.expect("stats").pending_images, 1);
     assert_eq!(store.prune_history(T0 + 3_000).await.expect("prune"), 0);
+}
+
+/// Enough settled images to move the SQL stores' recent rows to the indexed
+/// table (`MERGE_AT`), in one batch.
+pub async fn history_reads_the_same_after_a_bulk_move<S: Store>(store: S) {
+    store.migrate().await.expect("migrate");
+    let count = usize::try_from(MERGE_AT).expect("small") + 10;
+    let targets: Vec<ScanTarget> = (0..count)
+        .map(|n| target("i1", "bulk", &format!("v{n}")))
+        .collect();
+    arrive(&store, "s", None, &targets, &[], T0).await;
+    arrive(&store, "s", None, &targets[..1], &[], T0 + 1).await;
+    let policy = BatchPolicy {
+        max_images: count,
+        ..POLICY
+    };
+    let batch = store
+        .claim_batch("w1", T0 + 2_000, &policy)
+        .await
+        .expect("claim")
+        .expect("batch");
+    assert_eq!(batch.images.len(), count);
+    store
+        .complete(&batch, &receipt(), T0 + 2_100)
+        .await
+        .expect("complete");
+    for image in ["team-a/bulk:v0", "team-a/bulk:v4711", "team-a/bulk:v8200"] {
+        let history = events(&store, image).await;
+        let expected: &[EventKind] = if image.ends_with(":v0") {
+            &[
+                EventKind::Accepted,
+                EventKind::Duplicate,
+                EventKind::Sent,
+                EventKind::Scanned,
+            ]
+        } else {
+            &[EventKind::Accepted, EventKind::Sent, EventKind::Scanned]
+        };
+        assert_eq!(kinds(&history), expected, "{image}");
+        assert!(history.iter().all(|event| event.source == "s"), "{history:?}");
+    }
 }
 
 const DIGEST: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";

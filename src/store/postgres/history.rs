@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use super::errors::from_postgres;
 use super::rows::get;
 use crate::store::history::{
-    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, PRUNE_BATCH,
-    assemble, batches_named,
+    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, MERGE_AT,
+    PRUNE_BATCH, assemble, batches_named,
 };
 use crate::store::{Millis, StoreError};
 
@@ -29,8 +29,8 @@ pub(super) async fn insert_records(
     let digests: Vec<Option<&str>> = records.iter().map(|r| r.digest.as_deref()).collect();
     let insert = client
         .prepare_cached(
-            "INSERT INTO image_history (image_key, event, at_ms, source, reason, digest,
-                                        recorded_at)
+            "INSERT INTO recent_history (image_key, event, at_ms, source, reason, digest,
+                                         recorded_at)
              SELECT r.*, $7::bigint
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                          $6::text[]) AS r",
@@ -80,8 +80,8 @@ pub(super) async fn keep_batch_images(
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO image_history (image_key, event, at_ms, source, batch_id, digest,
-                                        recorded_at)
+            "INSERT INTO recent_history (image_key, event, at_ms, source, batch_id, digest,
+                                         recorded_at)
              SELECT namespace || '/' || name || ':' || tag, 'accepted', enqueued_at, source,
                     batch_id, digest, $2
              FROM pending_images WHERE batch_id = $1",
@@ -90,6 +90,36 @@ pub(super) async fn keep_batch_images(
         .await
         .map_err(from_postgres)?;
     Ok(())
+}
+
+/// Moves the rows of `recent_history` to the indexed table, sorted by image,
+/// once [`MERGE_AT`] have gathered (or at once with `everything`), in one
+/// statement: a replica merging at the same time moves only what it deleted.
+pub(super) async fn merge_recent(
+    client: &impl GenericClient,
+    everything: bool,
+) -> Result<u64, StoreError> {
+    let merge = client
+        .prepare_cached(
+            "WITH bounds AS (
+                 SELECT max(id) AS newest FROM recent_history
+                 HAVING $1::boolean OR max(id) - min(id) + 1 >= $2::bigint
+             ), moved AS (
+                 DELETE FROM recent_history WHERE id <= (SELECT newest FROM bounds)
+                 RETURNING id, image_key, event, at_ms, source, batch_id, reason, digest,
+                           recorded_at
+             )
+             INSERT INTO image_history (image_key, event, at_ms, source, batch_id, reason, digest,
+                                        recorded_at)
+             SELECT image_key, event, at_ms, source, batch_id, reason, digest, recorded_at
+             FROM moved ORDER BY image_key, id",
+        )
+        .await
+        .map_err(from_postgres)?;
+    client
+        .execute(&merge, &[&everything, &MERGE_AT])
+        .await
+        .map_err(from_postgres)
 }
 
 fn event_of(row: &Row) -> Result<EventKind, StoreError> {
@@ -136,7 +166,10 @@ pub(super) async fn read(
     let mut rows = client
         .query(
             "SELECT id, at_ms, event, source, batch_id, reason, digest
-             FROM image_history WHERE image_key = $1 ORDER BY id",
+             FROM image_history WHERE image_key = $1
+             UNION ALL
+             SELECT id, at_ms, event, source, batch_id, reason, digest
+             FROM recent_history WHERE image_key = $1",
             &[&key],
         )
         .await
@@ -185,10 +218,12 @@ pub(super) async fn read(
     Ok(assemble(&records, &facts, limit))
 }
 
-/// Deletes the oldest rows of both tables written before `cutoff`, at most
+/// Moves every recent row to the indexed table, then deletes the oldest rows
+/// of history and batch events written before `cutoff`, at most
 /// [`PRUNE_BATCH`] each: walks the ids from the oldest and stops at the first
 /// young row, so a pass costs what it deletes.
 pub(super) async fn prune(client: &impl GenericClient, cutoff: Millis) -> Result<u64, StoreError> {
+    merge_recent(client, true).await?;
     let mut pruned = 0;
     for (table, time) in [("image_history", "recorded_at"), ("batch_events", "at_ms")] {
         pruned += client

@@ -263,8 +263,8 @@ impl Store for PostgresStore {
             let delete = client
                 .prepare_cached(
                     "WITH kept AS (
-                         INSERT INTO image_history (image_key, event, at_ms, source, batch_id,
-                                                    digest, recorded_at)
+                         INSERT INTO recent_history (image_key, event, at_ms, source, batch_id,
+                                                     digest, recorded_at)
                          SELECT namespace || '/' || name || ':' || tag, 'accepted', enqueued_at,
                                 source, batch_id, digest, $2
                          FROM pending_images WHERE batch_id = $1 AND $6::boolean
@@ -291,6 +291,9 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(from_postgres)?;
+            if self.record_history {
+                history::merge_recent(&client, false).await?;
+            }
             Ok(())
         })
         .await
@@ -412,6 +415,9 @@ impl Store for PostgresStore {
                 .await
                 .map_err(from_postgres)?;
             tx.commit().await.map_err(from_postgres)?;
+            if self.record_history {
+                history::merge_recent(&client, false).await?;
+            }
             tracing::info!(
                 batch_id = batch.id,
                 partition = %partition,

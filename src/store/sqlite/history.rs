@@ -4,9 +4,10 @@
 use rusqlite::{Connection, Row};
 
 use crate::store::Millis;
+use super::connection::immediate;
 use crate::store::history::{
-    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, PRUNE_BATCH,
-    assemble, batches_named,
+    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, MERGE_AT,
+    PRUNE_BATCH, assemble, batches_named,
 };
 
 /// Writes one rare event (duplicate, ignored, a digest's resolution).
@@ -16,7 +17,7 @@ pub(super) fn insert_record(
     now: Millis,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO image_history (image_key, event, at_ms, source, reason, digest, recorded_at)
+        "INSERT INTO recent_history (image_key, event, at_ms, source, reason, digest, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute((
@@ -56,12 +57,38 @@ pub(super) fn keep_batch_images(
     now: Millis,
 ) -> rusqlite::Result<usize> {
     tx.prepare_cached(
-        "INSERT INTO image_history (image_key, event, at_ms, source, batch_id, digest, recorded_at)
+        "INSERT INTO recent_history (image_key, event, at_ms, source, batch_id, digest, recorded_at)
          SELECT namespace || '/' || name || ':' || tag, 'accepted', enqueued_at, source,
                 batch_id, digest, ?2
          FROM pending_images WHERE batch_id = ?1",
     )?
     .execute((batch_id, now))
+}
+
+/// Moves the rows of `recent_history` to the indexed table, sorted by image,
+/// once [`MERGE_AT`] have gathered (or at once with `everything`); the
+/// number moved.
+pub(super) fn merge_recent(tx: &Connection, everything: bool) -> rusqlite::Result<usize> {
+    let (oldest, newest): (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT MIN(id), MAX(id) FROM recent_history")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
+        return Ok(0);
+    };
+    if !everything && newest - oldest + 1 < MERGE_AT {
+        return Ok(0);
+    }
+    let moved = tx
+        .prepare_cached(
+            "INSERT INTO image_history (image_key, event, at_ms, source, batch_id, reason, digest,
+                                        recorded_at)
+             SELECT image_key, event, at_ms, source, batch_id, reason, digest, recorded_at
+             FROM recent_history WHERE id <= ?1 ORDER BY image_key, id",
+        )?
+        .execute([newest])?;
+    tx.prepare_cached("DELETE FROM recent_history WHERE id <= ?1")?
+        .execute([newest])?;
+    Ok(moved)
 }
 
 fn event_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<EventKind> {
@@ -95,7 +122,10 @@ fn records(conn: &Connection, subject: &HistorySubject) -> rusqlite::Result<Vec<
     let mut records: Vec<ImageRecord> = conn
         .prepare_cached(
             "SELECT id, at_ms, event, source, batch_id, reason, digest
-             FROM image_history WHERE image_key = ?1 ORDER BY id",
+             FROM image_history WHERE image_key = ?1
+             UNION ALL
+             SELECT id, at_ms, event, source, batch_id, reason, digest
+             FROM recent_history WHERE image_key = ?1",
         )?
         .query_map([&key], record_at)?
         .collect::<rusqlite::Result<_>>()?;
@@ -159,13 +189,16 @@ pub(super) fn history(
     Ok(assemble(&records, &facts, limit))
 }
 
-/// Deletes the oldest rows of both tables recorded before `cutoff`, at most
+/// Moves every recent row to the indexed table, then deletes the oldest rows
+/// of history and batch events recorded before `cutoff`, at most
 /// [`PRUNE_BATCH`] each: walks the row ids from the oldest and stops at the
 /// first young row, so a pass costs what it deletes, not the table's size.
 pub(super) fn prune(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
+    let tx = immediate(conn)?;
+    merge_recent(&tx, true)?;
     let mut pruned = 0;
     for (table, time) in [("image_history", "recorded_at"), ("batch_events", "at_ms")] {
-        pruned += conn
+        pruned += tx
             .prepare_cached(&format!(
                 "DELETE FROM {table}
                  WHERE id < COALESCE((SELECT id FROM {table} WHERE {time} >= ?1
@@ -175,5 +208,6 @@ pub(super) fn prune(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<u
             ))?
             .execute((cutoff, PRUNE_BATCH))?;
     }
+    tx.commit()?;
     Ok(pruned)
 }

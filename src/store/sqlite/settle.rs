@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::claim::batch_images;
 use super::connection::immediate;
-use super::history::{insert_batch_event, keep_batch_images};
+use super::history::{insert_batch_event, keep_batch_images, merge_recent};
 use super::rows::{images_to_json, partition_at};
 use crate::store::history::BatchEvent;
 use crate::store::{DeadLetterCause, Millis, RetryCause, ScanReceipt};
@@ -21,6 +21,7 @@ pub(super) fn complete(
     if record_history {
         keep_batch_images(&tx, batch_id, now)?;
         insert_batch_event(&tx, &BatchEvent::scanned(batch_id, now, &receipt))?;
+        merge_recent(&tx, false)?;
     }
     let images = tx
         .prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
@@ -84,6 +85,7 @@ pub(super) fn dead_letter(
     if record_history {
         keep_batch_images(&tx, batch_id, now)?;
         insert_batch_event(&tx, &BatchEvent::dead_letter(batch_id, now, &cause))?;
+        merge_recent(&tx, false)?;
     }
     tx.prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
         .execute([batch_id])?;

@@ -4,7 +4,12 @@
 -- its images are copied here set-based, one row each; the batch's own facts
 -- (sent, retried, scanned, dead letter) are kept once per batch in
 -- batch_events. Rare events (duplicate, ignored, a digest's resolution) get a
--- row each. The PostgreSQL schema has the same tables, columns and indexes.
+-- row each. History rows are first appended to recent_history (no index
+-- but the row id: appending is cheap), then moved to image_history in bulk,
+-- sorted by image, so the image index is updated once per page per move
+-- instead of once per image at a random place (that index update, per image,
+-- was the whole cost of history under load). The PostgreSQL schema has the
+-- same tables, columns and indexes.
 
 ALTER TABLE pending_images ADD COLUMN source TEXT;
 
@@ -25,6 +30,20 @@ CREATE TABLE image_history (
 
 -- /admin/history: one image's rows.
 CREATE INDEX image_history_by_key ON image_history (image_key, id);
+
+-- Rows not yet moved to image_history (a few thousand at most: see
+-- src/store/history/mod.rs, MERGE_AT); read by a scan.
+CREATE TABLE recent_history (
+    id          INTEGER PRIMARY KEY,
+    image_key   TEXT    NOT NULL,
+    event       TEXT    NOT NULL,
+    at_ms       BIGINT  NOT NULL,
+    source      TEXT,
+    batch_id    BIGINT,
+    reason      TEXT,
+    digest      TEXT,
+    recorded_at BIGINT  NOT NULL
+);
 
 CREATE TABLE batch_events (
     id             INTEGER PRIMARY KEY,
