@@ -1517,7 +1517,9 @@ fn print_report(report: &Report) {
             "\n## History recording on {} (token, {} rounds, off/on alternated)\n",
             h.store, h.rounds
         );
-        println!("| history | req/s per round | median req/s | median CPU µs/req | median p99 ms |");
+        println!(
+            "| history | req/s per round | median req/s | median CPU µs/req | median p99 ms |"
+        );
         println!("|---|---|---:|---:|---:|");
         for (label, runs) in [("off", &h.off), ("on", &h.on)] {
             let rates: Vec<String> = runs
@@ -1619,8 +1621,7 @@ impl RunStore {
                     .rsplit_once('/')
                     .map(|(base, _)| base.to_string())
                     .ok_or("--pg-url has no database")?;
-                let database = format!("swr_bench_{}_{name}", std::process::id())
-                    .replace('-', "_");
+                let database = format!("swr_bench_{}_{name}", std::process::id()).replace('-', "_");
                 admin
                     .batch_execute(&format!("CREATE DATABASE {database}"))
                     .await
@@ -1663,7 +1664,10 @@ impl RunStore {
                         .await
                         .map_err(|e| e.to_string())?;
                     tokio::spawn(connection);
-                    let row = client.query_one(COUNT, &[]).await.map_err(|e| e.to_string())?;
+                    let row = client
+                        .query_one(COUNT, &[])
+                        .await
+                        .map_err(|e| e.to_string())?;
                     Ok::<_, String>((row.get(0), row.get(1)))
                 }
                 .await;
@@ -1694,7 +1698,8 @@ async fn history_runs(args: &Args, backend: &HistoryBackend<'_>) -> Result<Histo
         };
         for recording in order {
             let kind = if recording { "on" } else { "off" };
-            let run_store = RunStore::create(backend, args, &format!("history-{round}-{kind}")).await?;
+            let run_store =
+                RunStore::create(backend, args, &format!("history-{round}-{kind}")).await?;
             let mut config = bridge_config(&run_store.url(), 2000, 100);
             if !recording {
                 config = config.replace("[store]\n", "[store]\nhistory_retention_s = 0\n");

@@ -416,7 +416,10 @@ pub async fn history_reads_the_same_after_a_bulk_move<S: Store>(store: S) {
             &[EventKind::Accepted, EventKind::Sent, EventKind::Scanned]
         };
         assert_eq!(kinds(&history), expected, "{image}");
-        assert!(history.iter().all(|event| event.source == "s"), "{history:?}");
+        assert!(
+            history.iter().all(|event| event.source == "s"),
+            "{history:?}"
+        );
     }
 }
 

@@ -258,7 +258,7 @@ pub fn assemble(
             ));
         }
     }
-    events.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    events.sort_by_key(|a| (a.0, a.1, a.2));
     let skip = events.len().saturating_sub(limit);
     events
         .into_iter()

@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, Row};
 
-use crate::store::Millis;
 use super::connection::immediate;
+use crate::store::Millis;
 use crate::store::history::{
     BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, MERGE_AT,
     PRUNE_BATCH, assemble, batches_named,

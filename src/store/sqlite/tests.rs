@@ -947,6 +947,20 @@ async fn closing_commits_what_is_queued_and_refuses_later_enqueues() {
     assert_eq!(reopened.pending(10).await.expect("pending").len(), 2);
 }
 
+async fn history_rows(store: &SqliteStore) -> (i64, i64, i64) {
+    store
+        .run("count", |conn| {
+            conn.query_row(
+                "SELECT (SELECT count(*) FROM recent_history), (SELECT count(*) FROM image_history),
+                        (SELECT count(*) FROM batch_events)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+        })
+        .await
+        .expect("count")
+}
+
 /// History rows gather unindexed and move to the indexed table in bulk once
 /// `MERGE_AT` have gathered; with history off, none is written at all.
 #[tokio::test]
@@ -960,39 +974,41 @@ async fn history_rows_move_to_the_indexed_table_in_bulk_and_none_without_history
         max_images: count,
         ..POLICY
     };
-    let rows = |store: &SqliteStore| {
-        store.run("count", |conn| {
-            conn.query_row(
-                "SELECT (SELECT count(*) FROM recent_history), (SELECT count(*) FROM image_history),
-                        (SELECT count(*) FROM batch_events)",
-                [],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
-            )
-        })
-    };
     for record in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_migrated(&db_path(&dir), 2)
             .await
             .recording_history(record);
-        store.enqueue(None, &targets[..1], T0).await.expect("enqueue");
+        store
+            .enqueue(None, &targets[..1], T0)
+            .await
+            .expect("enqueue");
         let first = store
             .claim_batch("w1", T0 + 2_000, &policy)
             .await
             .expect("claim")
             .expect("batch");
-        store.complete(&first, &receipt(), T0 + 2_100).await.expect("complete");
+        store
+            .complete(&first, &receipt(), T0 + 2_100)
+            .await
+            .expect("complete");
         let expected = if record { (1, 0, 2) } else { (0, 0, 0) };
-        assert_eq!(rows(&store).await.expect("count"), expected, "one image, unmoved");
+        assert_eq!(history_rows(&store).await, expected, "one image, unmoved");
 
-        store.enqueue(None, &targets[1..], T0 + 3_000).await.expect("enqueue");
+        store
+            .enqueue(None, &targets[1..], T0 + 3_000)
+            .await
+            .expect("enqueue");
         let rest = store
             .claim_batch("w1", T0 + 5_000, &policy)
             .await
             .expect("claim")
             .expect("batch");
-        store.complete(&rest, &receipt(), T0 + 5_100).await.expect("complete");
+        store
+            .complete(&rest, &receipt(), T0 + 5_100)
+            .await
+            .expect("complete");
         let expected = if record { (0, MERGE_AT, 4) } else { (0, 0, 0) };
-        assert_eq!(rows(&store).await.expect("count"), expected, "all moved at once");
+        assert_eq!(history_rows(&store).await, expected, "all moved at once");
     }
 }
