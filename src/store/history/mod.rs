@@ -38,7 +38,7 @@ pub const HISTORY_LIMIT: usize = 1_000;
 
 /// Rows gathered in `recent_history` before they are moved, sorted, to the
 /// indexed table; also about the most a history read scans there.
-pub const MERGE_AT: i64 = 8_192;
+pub const MERGE_AT: i64 = 2_048;
 
 /// History rows deleted per pruning statement: keeps one delete short
 /// against the writers it shares the store with.
