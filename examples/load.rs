@@ -56,9 +56,15 @@ struct Args {
     /// Warm-up seconds per throughput run, not counted.
     #[arg(long, default_value_t = 2)]
     warmup_s: u64,
-    /// Which parts to run, comma-separated: throughput, batching, delay, memory, postgres.
+    /// Which parts to run, comma-separated: throughput, batching, delay, memory,
+    /// postgres, and (only when named) history: intake with history recording
+    /// off and on (`store.history_retention_s = 0` or the default), alternated
+    /// in one run, on SQLite (and PostgreSQL with history-postgres).
     #[arg(long, default_value = "throughput,batching,delay,memory,postgres")]
     only: String,
+    /// Rounds of the history comparison (each: one run off, one on).
+    #[arg(long, default_value_t = 3)]
+    history_rounds: usize,
     /// Also run the bridge on the in-memory store (not durable): splits the
     /// cost of the intake pipeline from the cost of durable storage.
     #[arg(long)]
@@ -128,6 +134,7 @@ impl Args {
 #[derive(Debug, Default, Serialize)]
 struct Report {
     throughput: Vec<ThroughputResult>,
+    history: Vec<HistoryCost>,
     batching: Vec<BatchingResult>,
     delay: Vec<DelayResult>,
     memory: Option<MemoryResult>,
@@ -194,6 +201,19 @@ async fn run(args: &Args) -> Result<Report, String> {
     }
     if args.wants("memory") {
         report.memory = Some(memory_run(args, data_root.path()).await?);
+    }
+    if args.wants("history") {
+        report
+            .history
+            .push(history_runs(args, &HistoryBackend::Sqlite(data_root.path())).await?);
+    }
+    if args.wants("history-postgres") {
+        match history_runs(args, &HistoryBackend::Postgres).await {
+            Ok(cost) => report.history.push(cost),
+            Err(reason) => report
+                .notes
+                .push(format!("PostgreSQL history cost not measured: {reason}")),
+        }
     }
     if args.wants("postgres") {
         match postgres_runs(args, &mut report).await {
@@ -870,7 +890,6 @@ async fn bridge_run(
     } else {
         RunningBridge::start(&bridge_config(store_url, 2000, 100)).await?
     };
-    GROUP_COMMITS.take();
     let target = if store_url.starts_with("sqlite") {
         "bridge, SQLite store".to_string()
     } else if store_url == IN_MEMORY {
@@ -882,6 +901,17 @@ async fn bridge_run(
             .map_or("prefer", |(_, mode)| mode.split('&').next().unwrap_or(mode));
         format!("bridge, PostgreSQL store (sslmode={sslmode})")
     };
+    measure_bridge(args, scheme, bridge, &target).await
+}
+
+/// Drives a started bridge for one throughput run and stops it.
+async fn measure_bridge(
+    args: &Args,
+    scheme: Scheme,
+    bridge: RunningBridge,
+    target: &str,
+) -> Result<ThroughputResult, String> {
+    GROUP_COMMITS.take();
     let drive = drive(
         bridge.address,
         scheme,
@@ -893,7 +923,7 @@ async fn bridge_run(
     .await?;
     let sender = Arc::clone(&bridge.sender);
     bridge.stop().await?;
-    let mut result = result_of(&target, scheme, &drive);
+    let mut result = result_of(target, scheme, &drive);
     result.images_sent_to_hss = Some(sender.images.load(Ordering::SeqCst));
     result.group_commits = GROUP_COMMITS.take();
     result.hss_requests = sender.calls.lock().map(|c| c.len()).ok();
@@ -1482,7 +1512,239 @@ fn print_report(report: &Report) {
             m.fill_seconds
         );
     }
+    for h in &report.history {
+        println!(
+            "\n## History recording on {} (token, {} rounds, off/on alternated)\n",
+            h.store, h.rounds
+        );
+        println!(
+            "| history | req/s per round | median req/s | median CPU µs/req | median p99 ms |"
+        );
+        println!("|---|---|---:|---:|---:|");
+        for (label, runs) in [("off", &h.off), ("on", &h.on)] {
+            let rates: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0}", r.requests_per_s))
+                .collect();
+            println!(
+                "| {label} | {} | {:.0} | {:.1} | {:.2} |",
+                rates.join(", "),
+                median(runs.iter().map(|r| r.requests_per_s)),
+                median(runs.iter().map(|r| r.cpu_us_per_request)),
+                median(runs.iter().map(|r| r.p99_ms))
+            );
+        }
+        println!(
+            "\non/off: throughput {:.3}, CPU per request {:.3}; per-round throughput ratios: {}",
+            h.throughput_ratio,
+            h.cpu_ratio,
+            h.round_ratios
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "rows after the last \"on\" run: {} history, {} batch_events, for {} images sent to HSS; after the last \"off\" run: {} and {}",
+            h.rows_on.0,
+            h.rows_on.1,
+            h.on.last().and_then(|r| r.images_sent_to_hss).unwrap_or(0),
+            h.rows_off.0,
+            h.rows_off.1
+        );
+    }
     for note in &report.notes {
         println!("\nNote: {note}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cost of history recording (issue 16)
+// ---------------------------------------------------------------------------
+
+/// Intake without and with history recording, in turns, so that a busy
+/// neighbour on a shared machine weighs on both alike.
+#[derive(Debug, Clone, Serialize)]
+struct HistoryCost {
+    store: &'static str,
+    rounds: usize,
+    off: Vec<ThroughputResult>,
+    on: Vec<ThroughputResult>,
+    /// median(on req/s) / median(off req/s).
+    throughput_ratio: f64,
+    /// median(on CPU µs/req) / median(off CPU µs/req).
+    cpu_ratio: f64,
+    /// on / off req/s of each round.
+    round_ratios: Vec<f64>,
+    /// (history, batch_events) rows after the last run of each kind.
+    rows_on: (i64, i64),
+    rows_off: (i64, i64),
+}
+
+enum HistoryBackend<'a> {
+    /// Databases go under this directory.
+    Sqlite(&'a Path),
+    /// A fresh database per run on `--pg-url`'s server, dropped afterwards.
+    Postgres,
+}
+
+/// One store for one run, and how to count its history rows afterwards.
+enum RunStore {
+    Sqlite(PathBuf),
+    Postgres {
+        admin: tokio_postgres::Client,
+        database: String,
+        url: String,
+    },
+}
+
+impl RunStore {
+    async fn create(
+        backend: &HistoryBackend<'_>,
+        args: &Args,
+        name: &str,
+    ) -> Result<RunStore, String> {
+        match backend {
+            HistoryBackend::Sqlite(root) => {
+                let dir = root.join(name);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                Ok(RunStore::Sqlite(dir.join("bridge.db")))
+            }
+            HistoryBackend::Postgres => {
+                let (admin, connection) =
+                    tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| format!("cannot reach {}: {e}", args.pg_url))?;
+                tokio::spawn(connection);
+                let base = args
+                    .pg_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base.to_string())
+                    .ok_or("--pg-url has no database")?;
+                let database = format!("swr_bench_{}_{name}", std::process::id()).replace('-', "_");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {database}"))
+                    .await
+                    .map_err(|e| format!("cannot create a database: {e}"))?;
+                let url = format!("{base}/{database}?sslmode=disable");
+                Ok(RunStore::Postgres {
+                    admin,
+                    database,
+                    url,
+                })
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            RunStore::Sqlite(path) => format!("sqlite://{}", path.display()),
+            RunStore::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// (history, batch_events) rows; drops a PostgreSQL database.
+    async fn count_and_drop(self) -> Result<(i64, i64), String> {
+        const COUNT: &str =
+            "SELECT (SELECT count(*) FROM image_history) + (SELECT count(*) FROM recent_history),
+                    (SELECT count(*) FROM batch_events)";
+        match self {
+            RunStore::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+                conn.query_row(COUNT, [], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(|e| e.to_string())
+            }
+            RunStore::Postgres {
+                admin,
+                database,
+                url,
+            } => {
+                let counted = async {
+                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tokio::spawn(connection);
+                    let row = client
+                        .query_one(COUNT, &[])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((row.get(0), row.get(1)))
+                }
+                .await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .await;
+                counted
+            }
+        }
+    }
+}
+
+async fn history_runs(args: &Args, backend: &HistoryBackend<'_>) -> Result<HistoryCost, String> {
+    let store = match backend {
+        HistoryBackend::Sqlite(_) => "SQLite",
+        HistoryBackend::Postgres => "PostgreSQL",
+    };
+    let rounds = args.history_rounds.max(1);
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut rows_on, mut rows_off) = ((0, 0), (0, 0));
+    for round in 0..rounds {
+        // Which goes first alternates too: a trend in the neighbours' load
+        // then favours neither side.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for recording in order {
+            let kind = if recording { "on" } else { "off" };
+            let run_store =
+                RunStore::create(backend, args, &format!("history-{round}-{kind}")).await?;
+            let mut config = bridge_config(&run_store.url(), 2000, 100);
+            if !recording {
+                config = config.replace("[store]\n", "[store]\nhistory_retention_s = 0\n");
+            }
+            let bridge = RunningBridge::start(&config).await?;
+            let target = format!("bridge, {store} store, history {kind}");
+            let result = measure_bridge(args, Scheme::Token, bridge, &target).await?;
+            let rows = run_store.count_and_drop().await?;
+            if recording {
+                rows_on = rows;
+                on.push(result);
+            } else {
+                rows_off = rows;
+                off.push(result);
+            }
+        }
+    }
+    let median_of = |runs: &[ThroughputResult], pick: fn(&ThroughputResult) -> f64| {
+        median(runs.iter().map(pick))
+    };
+    Ok(HistoryCost {
+        store,
+        rounds,
+        throughput_ratio: median_of(&on, |r| r.requests_per_s)
+            / median_of(&off, |r| r.requests_per_s),
+        cpu_ratio: median_of(&on, |r| r.cpu_us_per_request)
+            / median_of(&off, |r| r.cpu_us_per_request),
+        round_ratios: on
+            .iter()
+            .zip(&off)
+            .map(|(on, off)| on.requests_per_s / off.requests_per_s)
+            .collect(),
+        off,
+        on,
+        rows_on,
+        rows_off,
+    })
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }

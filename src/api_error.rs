@@ -43,6 +43,9 @@ pub enum ApiError {
     AdminDisabled,
     #[error("{0}")]
     NotFound(String),
+    /// `/admin/history` without a well-formed `image` parameter.
+    #[error("{0}")]
+    InvalidImage(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::AdminUnauthorized => "unauthorized",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidImage(_) => "invalid_image",
         }
     }
 }
@@ -93,9 +97,10 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::EmptyBody | ApiError::BodyRead(_) | ApiError::Payload(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::EmptyBody
+            | ApiError::BodyRead(_)
+            | ApiError::Payload(_)
+            | ApiError::InvalidImage(_) => StatusCode::BAD_REQUEST,
             ApiError::Verify(_) | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Draining | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

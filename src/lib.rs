@@ -14,7 +14,8 @@
 //! - [`filter`]: SWR glob filters over `namespace/name:tag`, compiled by config.
 //! - [`intake`]: `POST /webhooks/{source}`: verify → parse → filter → store → 202.
 //! - [`store`]: the durable queue (SQLite or PostgreSQL) behind one trait;
-//!   [`store::configured`] opens the one `[store]` names.
+//!   [`store::configured`] opens the one `[store]` names. Each image's
+//!   history ([`store::history`]) is written in the same transactions.
 //! - [`resolver`]: asks SWR EE for the tags of digest-only pushes; they join the queue.
 //! - [`batcher`]: claims due partitions, sends each as one HSS request, settles.
 //! - [`hss`]: the only HSS client: endpoint, signing, credentials, outcomes;
@@ -31,9 +32,9 @@
 //!   and its status, mapped in one place.
 //! - [`ops`]: `/metrics` (with its registry, in [`ops::metrics`]), `/healthz`,
 //!   `/readyz`, `/admin/*`; [`telemetry`]: logs and request ids.
-//! - [`commands`]: `check-config`, `sign` and `demo` (`serve` is [`startup`]);
-//!   [`commands::hss_rules`]: what HSS accepts in a scan request, for the
-//!   demo's stand-in HSS and the tests' fake one.
+//! - [`commands`]: `check-config`, `sign`, `demo` and `history` (`serve` is
+//!   [`startup`]); [`commands::hss_rules`]: what HSS accepts in a scan
+//!   request, for the demo's stand-in HSS and the tests' fake one.
 //!
 //! Imports run one way: `config` and `filter` sit below `intake`, `hss` and
 //! `store` (config borrows only leaf parsers from them: `hss::api`,

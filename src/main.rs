@@ -53,6 +53,25 @@ enum Command {
         #[arg(long, value_name = "API", default_value = "batch-scan")]
         api: HssApi,
     },
+    /// Print an image's history from a running bridge: was it scanned, when, in which HSS request?
+    History {
+        /// namespace/name:tag, or namespace/name@sha256:<hex> for a push by digest.
+        image: String,
+        /// The bridge's base URL.
+        #[arg(
+            long,
+            env = "SWR_SCAN_BRIDGE_URL",
+            value_name = "URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        url: String,
+        /// Where the admin token is: env:NAME or file:PATH (a literal is refused: ps shows it).
+        #[arg(long, value_name = "REF", default_value = commands::history::DEFAULT_TOKEN_REF)]
+        token: String,
+        /// Print the bridge's JSON answer instead of one line per event.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +105,28 @@ fn main() -> ExitCode {
         Command::Demo { api } => {
             run_async(async { commands::demo::run(api).await.map_err(|e| e.to_string()) })
         }
+        Command::History {
+            image,
+            url,
+            token,
+            json,
+        } => history(&image, &url, &token, json),
+    }
+}
+
+fn history(image: &str, url: &str, token: &str, json: bool) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(commands::history::run(image, url, token, json)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
     }
 }
 
@@ -109,16 +150,22 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .map_err(|error: StartupError| error.to_string())
 }
 
-fn run_async(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => Some(runtime),
         Err(error) => {
             eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn run_async(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(job) {
         Ok(()) => ExitCode::SUCCESS,

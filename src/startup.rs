@@ -24,6 +24,7 @@ use crate::ops::metrics::{self, Metrics};
 use crate::ops::{admin, health};
 use crate::poll::{Poller, build_poll_sources};
 use crate::resolver::{ResolvePolicy, Resolver, ResolverHandle};
+use crate::store::retention::{Retention, prune_old_records};
 use crate::store::{self, Store, StoreError};
 use crate::swr::SwrClient;
 use crate::telemetry;
@@ -31,9 +32,6 @@ use crate::telemetry;
 /// Shutdown finishes this long before `server.shutdown_grace_ms` ends, so
 /// the process is gone before a supervisor's kill at exactly the grace.
 const EXIT_MARGIN: Duration = Duration::from_millis(100);
-
-/// How often old delivery ids are forgotten.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -167,10 +165,13 @@ impl Application {
                 tokio::spawn(poller.run(stop_rx.clone()))
             })
             .collect();
-        tokio::spawn(prune_deliveries(
+        tokio::spawn(prune_old_records(
             Arc::clone(&store),
             clock,
-            settings.store.delivery_retention,
+            Retention {
+                deliveries: settings.store.delivery_retention,
+                history: settings.store.history_retention,
+            },
             stop_rx,
         ));
 
@@ -210,6 +211,7 @@ impl Application {
                     web::post().to(admin::retry_dead_letter),
                 )
                 .route("/admin/flush", web::post().to(admin::flush))
+                .route("/admin/history", web::get().to(admin::history))
         })
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
@@ -357,25 +359,6 @@ fn lease_owner() -> String {
         .unwrap_or_else(|| "bridge".into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
-}
-
-async fn prune_deliveries(
-    store: Arc<dyn Store>,
-    clock: Clock,
-    retention: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.changed() => return,
-        }
-        let cutoff = clock.now_ms() - retention.as_millis() as i64;
-        match store.prune_deliveries(cutoff).await {
-            Ok(pruned) => tracing::debug!(pruned, "old delivery ids forgotten"),
-            Err(error) => tracing::warn!(%error, "cannot prune delivery ids"),
-        }
-    }
 }
 
 /// SIGTERM and SIGINT, caught from [`Application::build`] on: a signal that

@@ -12,6 +12,7 @@ mod api {
     mod digests;
     mod fixtures;
     mod health;
+    mod history;
     mod hss_client;
     mod logging;
     mod metrics;

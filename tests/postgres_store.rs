@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use swr_scan_bridge::store::conformance::{self, target};
+use swr_scan_bridge::store::conformance::{self, receipt, target};
 use swr_scan_bridge::store::postgres::PostgresStore;
 use swr_scan_bridge::store::{
     BatchPolicy, ClaimedBatch, DeliveryKey, EnqueueCounts, Enqueued, PollStateStore, Store,
@@ -533,7 +533,12 @@ async fn replicas_claiming_at_once_never_share_or_split_a_batch() {
         .enumerate()
         .map(|(n, batch)| {
             let replica = Arc::clone(&replicas[n % 2]);
-            tokio::spawn(async move { replica.complete(&batch).await.expect("complete") })
+            tokio::spawn(async move {
+                replica
+                    .complete(&batch, &receipt(), T0)
+                    .await
+                    .expect("complete")
+            })
         })
         .collect();
     for completion in completions {

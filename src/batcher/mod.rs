@@ -21,7 +21,9 @@ use crate::config::BatchSettings;
 use crate::domain::PositiveMillis;
 use crate::hss::{ScanOutcome, ScanSender};
 use crate::ops::metrics::{Metrics, status_class};
-use crate::store::{BatchPolicy, ClaimedBatch, DeadLetterCause, Millis, Store};
+use crate::store::{
+    BatchPolicy, ClaimedBatch, DeadLetterCause, Millis, RetryCause, ScanReceipt, Store,
+};
 
 pub mod backoff;
 pub mod work_loop;
@@ -261,7 +263,10 @@ impl Batcher {
             .observe(elapsed.as_secs_f64());
 
         let settled = match &outcome {
-            ScanOutcome::Accepted { request_id, .. } => {
+            ScanOutcome::Accepted {
+                status: hss_status,
+                request_id,
+            } => {
                 tracing::info!(
                     batch_id = batch.id,
                     partition = %batch.partition,
@@ -277,8 +282,13 @@ impl Batcher {
                     .batch_size
                     .with_label_values(&[batch.partition.image_type.as_str()])
                     .observe(batch.images.len() as f64);
+                let receipt = ScanReceipt {
+                    api,
+                    hss_status: *hss_status,
+                    hss_request_id: request_id.clone(),
+                };
                 self.store
-                    .complete(&batch)
+                    .complete(&batch, &receipt, self.clock.now_ms())
                     .await
                     .map_err(|e| ("complete", e))
             }
@@ -303,9 +313,15 @@ impl Batcher {
                 );
                 self.metrics.batches.with_label_values(&["retry"]).inc();
                 self.metrics.retries.inc();
-                let not_before = self.clock.now_ms() + delay.as_millis() as Millis;
+                let now = self.clock.now_ms();
+                let not_before = now + delay.as_millis() as Millis;
+                let cause = RetryCause {
+                    hss_status: status,
+                    hss_request_id: request_id.clone(),
+                    reason: reason.clone(),
+                };
                 self.store
-                    .release_for_retry(&batch, not_before, reason)
+                    .release_for_retry(&batch, not_before, &cause, now)
                     .await
                     .map_err(|e| ("release_for_retry", e))
             }

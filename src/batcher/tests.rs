@@ -173,13 +173,12 @@ impl Store for CountingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &crate::store::Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
-        self.inner.enqueue(delivery, targets, now).await
+        self.inner.enqueue_arrival(arrival, now).await
     }
     async fn claim_batch(
         &self,
@@ -197,17 +196,23 @@ impl Store for CountingStore {
         self.next_due_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.next_due(now, policy).await
     }
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
-        self.inner.complete(batch).await
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &crate::store::ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner.complete(batch, receipt, now).await
     }
     async fn release_for_retry(
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &crate::store::RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
         self.inner
-            .release_for_retry(batch, not_before, last_error)
+            .release_for_retry(batch, not_before, cause, now)
             .await
     }
     async fn dead_letter(
@@ -239,6 +244,16 @@ impl Store for CountingStore {
     }
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError> {
         self.inner.prune_deliveries(cutoff).await
+    }
+    async fn history(
+        &self,
+        subject: &crate::store::HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<crate::store::HistoryEvent>, StoreError> {
+        self.inner.history(subject, limit).await
+    }
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        self.inner.prune_history(cutoff).await
     }
 }
 

@@ -78,6 +78,8 @@ pub struct RawStore {
     pub lease_ms: u64,
     /// How long delivery ids are remembered to answer redeliveries as duplicates.
     pub delivery_retention_s: u64,
+    /// How long each image's history is kept (`/admin/history`); 0 records none.
+    pub history_retention_s: u64,
 }
 
 impl Default for RawStore {
@@ -87,6 +89,7 @@ impl Default for RawStore {
             pool_size: 8,
             lease_ms: 60_000,
             delivery_retention_s: 24 * 3600,
+            history_retention_s: 30 * 24 * 3600,
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct StoreSettings {
     pub lease: PositiveMillis,
     /// How long delivery ids are remembered to answer redeliveries as duplicates.
     pub delivery_retention: Duration,
+    /// How long each image's history is kept; `None` (`history_retention_s =
+    /// 0`): no history is recorded at all.
+    pub history_retention: Option<PositiveMillis>,
 }
 
 /// The backend `store.url` selects. Only durable stores: the in-memory one is
@@ -50,6 +53,13 @@ impl StoreSettings {
             pool_size,
             lease: positive_millis("store.lease_ms", raw.lease_ms)?,
             delivery_retention: Duration::from_secs(raw.delivery_retention_s),
+            history_retention: match raw.history_retention_s {
+                0 => None,
+                seconds => Some(positive_millis(
+                    "store.history_retention_s",
+                    seconds.saturating_mul(1_000),
+                )?),
+            },
         })
     }
 }

@@ -41,6 +41,17 @@ fn defaults_are_typed() {
 }
 
 #[test]
+fn history_is_kept_thirty_days_unless_turned_off() {
+    let default = load("").expect("minimal config");
+    assert_eq!(
+        default.store.history_retention.map(|span| span.get()),
+        Some(30 * 24 * 3_600_000)
+    );
+    let off = load("[store]\nhistory_retention_s = 0\n").expect("history off");
+    assert_eq!(off.store.history_retention, None);
+}
+
+#[test]
 fn the_memory_store_is_not_a_configurable_store() {
     let toml = format!("{HSS}[store]\nurl = \"memory://\"\n");
     assert_eq!(refused_key(&toml), "store.url");

@@ -28,7 +28,10 @@ use super::formats::{self, IgnoreReason, Ignored};
 use super::source::Source;
 use crate::api_error::ApiError;
 use crate::app_state::AppState;
-use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, StoreError, UnresolvedDigest};
+use crate::store::{
+    Arrival, DeliveryKey, EnqueueCounts, Enqueued, HistorySubject, IgnoredImage, StoreError,
+    UnresolvedDigest,
+};
 use crate::telemetry::RequestId;
 
 /// A body must arrive within this long of its head (which itself must arrive
@@ -277,7 +280,14 @@ async fn handle(
     // Digests first: the delivery id is recorded with the images, after them,
     // so a redelivery is a duplicate only once both are stored.
     let digests = store_digests(source, state, delivery.as_ref(), &unresolved, now_ms).await?;
-    let counts = store_targets(source, state, delivery.as_ref(), &targets, now_ms).await?;
+    let ignored = ignored_images(&reasons);
+    let arrival = Arrival {
+        source: source.name(),
+        delivery: delivery.as_ref(),
+        targets: &targets,
+        ignored: &ignored,
+    };
+    let counts = store_targets(state, &arrival, now_ms).await?;
     if counts.accepted > 0 {
         state.wake_batcher.wake();
     }
@@ -308,7 +318,7 @@ async fn store_digests(
         .enqueue_digests(delivery, unresolved, now_ms)
         .await;
     counted(
-        source,
+        source.name(),
         state,
         "enqueue_digests",
         "digests",
@@ -317,21 +327,42 @@ async fn store_digests(
     )
 }
 
+/// The ignored things that name an image (or a digest-only push), so that
+/// their history tells why they were not scanned; event types and the like
+/// name none.
+fn ignored_images(reasons: &[Ignored]) -> Vec<IgnoredImage> {
+    reasons
+        .iter()
+        .filter_map(|ignored| {
+            let subject = ignored.subject.parse::<HistorySubject>().ok()?;
+            Some(IgnoredImage {
+                subject,
+                reason: ignored.reason.as_str().to_string(),
+            })
+        })
+        .collect()
+}
+
 async fn store_targets(
-    source: &Source,
     state: &AppState,
-    delivery: Option<&DeliveryKey>,
-    targets: &[crate::domain::ScanTarget],
+    arrival: &Arrival<'_>,
     now_ms: i64,
 ) -> Result<EnqueueCounts, ApiError> {
-    let stored = state.store.enqueue(delivery, targets, now_ms).await;
-    counted(source, state, "enqueue", "images", targets.len(), stored)
+    let stored = state.store.enqueue_arrival(arrival, now_ms).await;
+    counted(
+        arrival.source,
+        state,
+        "enqueue",
+        "images",
+        arrival.targets.len(),
+        stored,
+    )
 }
 
 /// The answer's counts for one enqueue of `named` items (`what`, for the log),
 /// or its failure, counted under the store `operation` and logged.
 fn counted(
-    source: &Source,
+    source: &str,
     state: &AppState,
     operation: &str,
     what: &str,
@@ -351,7 +382,7 @@ fn counted(
                 .store_errors
                 .with_label_values(&[operation])
                 .inc();
-            tracing::error!(source = source.name(), error = %error, "cannot store webhook {what}");
+            tracing::error!(source, error = %error, "cannot store webhook {what}");
             Err(error.into())
         }
     }

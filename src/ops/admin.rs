@@ -1,6 +1,6 @@
-//! `/admin/*`: look at the queue and dead letters, retry, flush. Behind the
-//! admin bearer token (constant-time compare); without `server.admin_token`
-//! configured the routes answer 404.
+//! `/admin/*`: look at the queue, dead letters and an image's history, retry,
+//! flush. Behind the admin bearer token (constant-time compare); without
+//! `server.admin_token` configured the routes answer 404.
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,6 +9,8 @@ use serde_json::json;
 
 use crate::api_error::ApiError;
 use crate::app_state::AppState;
+use crate::store::HistorySubject;
+use crate::store::history::HISTORY_LIMIT;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
@@ -117,4 +119,36 @@ pub async fn flush(
         .await;
     tracing::info!(batches, "admin flush");
     Ok(HttpResponse::Ok().json(json!({ "batches_sent": batches })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    image: Option<String>,
+}
+
+/// An image's events, oldest first: its newest [`HISTORY_LIMIT`] at most.
+pub async fn history(
+    request: HttpRequest,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let Some(image) = query.image.as_deref() else {
+        return Err(ApiError::InvalidImage(
+            "the image query parameter is missing: ask for ?image=namespace/name:tag \
+             (or namespace/name@sha256:<hex> for a push by digest)"
+                .into(),
+        ));
+    };
+    let subject: HistorySubject =
+        image
+            .parse()
+            .map_err(|error: crate::store::history::SubjectError| {
+                ApiError::InvalidImage(error.to_string())
+            })?;
+    let events = state.store.history(&subject, HISTORY_LIMIT).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "image": subject.to_string(),
+        "events": events,
+    })))
 }

@@ -82,7 +82,12 @@ pub fn decide(
         Answer::Tags(_) => {
             let untagged_answers = claimed.untagged_answers.saturating_add(1);
             if untagged_answers >= policy.attempts {
-                (Outcome::Untagged, Plan::Drop)
+                (
+                    Outcome::Untagged,
+                    Plan::Drop {
+                        reason: Outcome::Untagged.as_str(),
+                    },
+                )
             } else {
                 (
                     Outcome::UntaggedRetry,
@@ -107,7 +112,12 @@ pub fn decide(
         ),
         Answer::Failed(error) => match error.kind() {
             SwrErrorKind::Retryable => retry(error.retry_after(), error.to_string()),
-            SwrErrorKind::NotFound => (Outcome::NotFound, Plan::Drop),
+            SwrErrorKind::NotFound => (
+                Outcome::NotFound,
+                Plan::Drop {
+                    reason: Outcome::NotFound.as_str(),
+                },
+            ),
             SwrErrorKind::Unauthorized | SwrErrorKind::Rejected => (
                 Outcome::DeadLetter,
                 Plan::DeadLetter(DeadLetterCause {
@@ -213,13 +223,24 @@ mod tests {
         assert_eq!((untagged_answers, failures), (2, 4));
 
         let (outcome, plan) = decide_now(&claimed(2, 0), Answer::Tags(vec![]));
-        assert_eq!((outcome, plan), (Outcome::Untagged, Plan::Drop));
+        assert_eq!(
+            (outcome, plan),
+            (Outcome::Untagged, Plan::Drop { reason: "untagged" })
+        );
     }
 
     #[test]
     fn not_found_drops() {
         let (outcome, plan) = decide_now(&claimed(0, 0), status(404, None));
-        assert_eq!((outcome, plan), (Outcome::NotFound, Plan::Drop));
+        assert_eq!(
+            (outcome, plan),
+            (
+                Outcome::NotFound,
+                Plan::Drop {
+                    reason: "not_found"
+                }
+            )
+        );
     }
 
     #[test]

@@ -10,11 +10,18 @@ use crate::config::{StoreLocation, StoreSettings};
 /// Opens the backend `store.url` names, and migrates it.
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
     let pool_size = settings.pool_size.get();
+    let record_history = settings.history_retention.is_some();
     let store: Arc<dyn Store> = match &settings.location {
-        StoreLocation::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, pool_size).await?),
-        StoreLocation::Postgres(config) => {
-            Arc::new(postgres::PostgresStore::connect_with(config, pool_size, None).await?)
-        }
+        StoreLocation::Sqlite(path) => Arc::new(
+            sqlite::SqliteStore::open(path, pool_size)
+                .await?
+                .recording_history(record_history),
+        ),
+        StoreLocation::Postgres(config) => Arc::new(
+            postgres::PostgresStore::connect_with(config, pool_size, None)
+                .await?
+                .recording_history(record_history),
+        ),
     };
     store.migrate().await?;
     Ok(store)

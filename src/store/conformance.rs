@@ -5,10 +5,14 @@
 
 use std::future::Future;
 
-use super::{BatchPolicy, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, Store};
+use super::{
+    BatchPolicy, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued, RetryCause, ScanReceipt,
+    Store,
+};
 use crate::domain::{ImageRef, ImageType, Partition, ScanTarget};
 
 pub mod digests;
+pub mod history;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -23,6 +27,15 @@ pub fn partition(instance: &str) -> Partition {
         image_type: ImageType::InstanceImage,
         instance_id: Some(instance.to_string()),
         enterprise_project_id: Some("0".to_string()),
+    }
+}
+
+/// HSS's answer to a batch, as tests settle batches with it.
+pub fn receipt() -> ScanReceipt {
+    ScanReceipt {
+        api: "batch-scan",
+        hss_status: 200,
+        hss_request_id: Some("hss-req-1".to_string()),
     }
 }
 
@@ -60,6 +73,7 @@ where
     dead_letters_keep_the_cause_and_can_be_retried(make().await).await;
     stats_and_listings_reflect_the_queue(make().await).await;
     old_deliveries_are_pruned(make().await).await;
+    history::run_all(&make).await;
     digests::digests_wait_once_and_are_leased(make().await).await;
     digests::a_resolved_digest_becomes_pending_images_with_its_digest(make().await).await;
     digests::an_untagged_digest_is_asked_again_later(make().await).await;
@@ -166,7 +180,10 @@ pub async fn partition_waits_for_its_window<S: Store>(store: S) {
         store.next_due(T0 + 2_001, &POLICY).await.expect("next_due"),
         Some(batch.lease_until)
     );
-    store.complete(&batch).await.expect("complete");
+    store
+        .complete(&batch, &receipt(), T0)
+        .await
+        .expect("complete");
     assert_eq!(
         store.next_due(T0 + 2_002, &POLICY).await.expect("next_due"),
         None
@@ -250,7 +267,10 @@ pub async fn partitions_travel_separately<S: Store>(store: S) {
     {
         assert_eq!(batch.images.len(), 1);
         seen.push(batch.partition.clone());
-        store.complete(&batch).await.expect("complete");
+        store
+            .complete(&batch, &receipt(), T0)
+            .await
+            .expect("complete");
     }
     seen.sort();
     let mut expected = vec![partition("i1"), partition("i2"), private.partition];
@@ -275,7 +295,10 @@ pub async fn repush_during_flight_scans_again<S: Store>(store: S) {
         enqueue(&store, &[target("i1", "api", "v1")], T0 + 2_200).await,
         stored(0, 1)
     );
-    store.complete(&flying).await.expect("complete");
+    store
+        .complete(&flying, &receipt(), T0)
+        .await
+        .expect("complete");
     let again = store
         .claim_batch("w1", T0 + 4_100, &POLICY)
         .await
@@ -283,7 +306,10 @@ pub async fn repush_during_flight_scans_again<S: Store>(store: S) {
         .expect("rescan");
     assert_eq!(again.images.len(), 1);
     assert_eq!(again.images[0].image.tag, "v1");
-    store.complete(&again).await.expect("complete");
+    store
+        .complete(&again, &receipt(), T0)
+        .await
+        .expect("complete");
     assert_eq!(store.stats().await.expect("stats").pending_images, 0);
 }
 
@@ -303,7 +329,7 @@ pub async fn retry_keeps_the_batch_and_waits<S: Store>(store: S) {
     let mut stranger = batch.clone();
     stranger.owner = "w9".into();
     store
-        .release_for_retry(&stranger, T0 + 2_500, "nope")
+        .release_for_retry(&stranger, T0 + 2_500, &RetryCause::reason("nope"), T0)
         .await
         .expect("release");
     assert_eq!(
@@ -315,7 +341,7 @@ pub async fn retry_keeps_the_batch_and_waits<S: Store>(store: S) {
     );
 
     store
-        .release_for_retry(&batch, T0 + 5_000, "HTTP 503")
+        .release_for_retry(&batch, T0 + 5_000, &RetryCause::reason("HTTP 503"), T0)
         .await
         .expect("release");
     assert_eq!(
@@ -340,7 +366,10 @@ pub async fn retry_keeps_the_batch_and_waits<S: Store>(store: S) {
     assert_eq!(retried.attempt, 2);
     assert_eq!(retried.owner, "w2");
     assert_eq!(retried.images, batch.images);
-    store.complete(&retried).await.expect("complete");
+    store
+        .complete(&retried, &receipt(), T0)
+        .await
+        .expect("complete");
     let fresh = store
         .claim_batch("w1", T0 + 5_000, &POLICY)
         .await
@@ -376,7 +405,12 @@ pub async fn expired_lease_is_taken_over<S: Store>(store: S) {
     assert_eq!(taken.images, lost.images);
     // The late original owner can no longer push it back into the queue.
     store
-        .release_for_retry(&lost, lost.lease_until + 10, "late")
+        .release_for_retry(
+            &lost,
+            lost.lease_until + 10,
+            &RetryCause::reason("late"),
+            T0,
+        )
         .await
         .expect("release");
     assert_eq!(
@@ -386,7 +420,10 @@ pub async fn expired_lease_is_taken_over<S: Store>(store: S) {
             .expect("claim"),
         None
     );
-    store.complete(&taken).await.expect("complete");
+    store
+        .complete(&taken, &receipt(), T0)
+        .await
+        .expect("complete");
     assert_eq!(store.stats().await.expect("stats").pending_images, 0);
 }
 

@@ -71,7 +71,8 @@ pub enum DigestSettlement<Resolved = Vec<ScanTarget>> {
         last_error: String,
     },
     /// Nothing to scan (untagged for good, or unknown to SWR): forget it.
-    Drop,
+    /// `reason` (`untagged`, `not_found`) goes to the digest's history.
+    Drop { reason: &'static str },
     /// SWR refused for good: keep it as a dead letter for an operator.
     DeadLetter(DeadLetterCause),
 }
@@ -92,7 +93,7 @@ impl<T> DigestSettlement<T> {
                 failures,
                 last_error,
             },
-            DigestSettlement::Drop => DigestSettlement::Drop,
+            DigestSettlement::Drop { reason } => DigestSettlement::Drop { reason },
             DigestSettlement::DeadLetter(cause) => DigestSettlement::DeadLetter(cause),
         }
     }

@@ -33,7 +33,7 @@ use std::future::Future;
 use tokio::sync::oneshot;
 
 use crate::domain::ScanTarget;
-use crate::store::{DeliveryKey, Enqueued, Millis, StoreError};
+use crate::store::{Arrival, DeliveryKey, Enqueued, IgnoredImage, Millis, StoreError};
 
 /// Most webhooks written in one transaction; the rest wait for the next one.
 /// Bounds how long one commit holds the write lock against the batcher.
@@ -41,9 +41,13 @@ pub(super) const MAX_GROUP: usize = 256;
 
 /// One webhook's images, waiting for a group commit.
 pub(super) struct EnqueueJob {
+    pub source: String,
     pub delivery: Option<DeliveryKey>,
     pub targets: Vec<ScanTarget>,
+    pub ignored: Vec<IgnoredImage>,
     pub now: Millis,
+    /// Whether duplicates and ignored images get their history rows.
+    pub record_history: bool,
     answer: oneshot::Sender<Result<Enqueued, StoreError>>,
 }
 
@@ -100,17 +104,15 @@ impl GroupCommit {
     }
 
     /// Queues one webhook's images; its outcome arrives through the [`Answer`].
-    pub fn queue(
-        &self,
-        delivery: Option<DeliveryKey>,
-        targets: Vec<ScanTarget>,
-        now: Millis,
-    ) -> Answer {
+    pub fn queue(&self, arrival: &Arrival<'_>, now: Millis, record_history: bool) -> Answer {
         let (answer, receiver) = oneshot::channel();
         let job = EnqueueJob {
-            delivery,
-            targets,
+            source: arrival.source.to_string(),
+            delivery: arrival.delivery.cloned(),
+            targets: arrival.targets.to_vec(),
+            ignored: arrival.ignored.to_vec(),
             now,
+            record_history,
             answer,
         };
         self.lock_queue().push(job);
@@ -190,11 +192,18 @@ impl GroupCommit {
 mod tests {
     use super::*;
 
+    const EMPTY: Arrival<'static> = Arrival {
+        source: "test",
+        delivery: None,
+        targets: &[],
+        ignored: &[],
+    };
+
     #[tokio::test]
     async fn groups_are_taken_oldest_first_and_capped() {
         let group = GroupCommit::default();
         let answers: Vec<Answer> = (0..MAX_GROUP + 3)
-            .map(|i| group.queue(None, Vec::new(), i as Millis))
+            .map(|i| group.queue(&EMPTY, i as Millis, true))
             .collect();
         let first = group.next_group();
         assert_eq!(first.len(), MAX_GROUP);
@@ -224,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn an_answered_caller_does_not_wait_for_the_writer_lock() {
         let group = GroupCommit::default();
-        let answer = group.queue(None, Vec::new(), 7);
+        let answer = group.queue(&EMPTY, 7, true);
         let job = group.next_group().pop().expect("queued job");
         // Another caller is committing the next group and holds the lock.
         let held = group.writer().await;
@@ -241,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn the_lock_holder_commits_what_is_queued() {
         let group = GroupCommit::default();
-        let answer = group.queue(None, Vec::new(), 7);
+        let answer = group.queue(&EMPTY, 7, true);
         let outcome = group
             .settle(answer, |jobs| async move {
                 assert_eq!(jobs.len(), 1);
@@ -258,9 +267,9 @@ mod tests {
     async fn a_caller_behind_a_full_group_commits_the_next_one() {
         let group = GroupCommit::default();
         let ahead: Vec<Answer> = (0..MAX_GROUP)
-            .map(|i| group.queue(None, Vec::new(), i as Millis))
+            .map(|i| group.queue(&EMPTY, i as Millis, true))
             .collect();
-        let answer = group.queue(None, Vec::new(), -1);
+        let answer = group.queue(&EMPTY, -1, true);
         let groups = Mutex::new(Vec::new());
         let outcome = group
             .settle(answer, |jobs| {
@@ -289,8 +298,8 @@ mod tests {
     #[tokio::test]
     async fn each_caller_gets_the_answer_of_its_own_job_from_another_committer() {
         let group = GroupCommit::default();
-        let first = group.queue(None, Vec::new(), 1);
-        let second = group.queue(None, Vec::new(), 2);
+        let first = group.queue(&EMPTY, 1, true);
+        let second = group.queue(&EMPTY, 2, true);
         assert_eq!(group.queued(), 2);
         for job in group.next_group() {
             let now = job.now;
@@ -302,7 +311,7 @@ mod tests {
         assert!(answered(GroupCommit::outcome(second).await, "job 2"));
         assert!(answered(GroupCommit::outcome(first).await, "job 1"));
         // A job dropped unanswered (a committer that panicked) is an error.
-        let dropped = group.queue(None, Vec::new(), 3);
+        let dropped = group.queue(&EMPTY, 3, true);
         drop(group.next_group());
         assert!(matches!(
             GroupCommit::outcome(dropped).await,

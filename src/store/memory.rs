@@ -8,13 +8,19 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
+use super::history::{
+    ADMIN_SOURCE, ALREADY_PENDING, BatchEvent, EventKind, ImageRecord, KeyedRecord, REDELIVERY,
+    arrival_records, digest_ending_records,
+};
 use super::{
-    BatchImage, BatchPolicy, ClaimedBatch, ClaimedDigest, DeadLetter, DeadLetterCause, DeliveryKey,
-    DigestQueue, DigestSettlement, EnqueueCounts, Enqueued, Millis, PendingImage, Store,
-    StoreError, StoreStats, UnresolvedDigest, WaitingDigest,
+    Arrival, BatchImage, BatchPolicy, ClaimedBatch, ClaimedDigest, DeadLetter, DeadLetterCause,
+    DeliveryKey, DigestQueue, DigestSettlement, EnqueueCounts, Enqueued, HistoryEvent,
+    HistorySubject, Millis, PendingImage, RetryCause, ScanReceipt, Store, StoreError, StoreStats,
+    UnresolvedDigest, WaitingDigest,
 };
 use crate::domain::{ImageRef, Partition, ScanTarget};
 
+mod history;
 mod poll_state;
 
 #[derive(Debug, Default)]
@@ -33,6 +39,7 @@ struct State {
     deliveries: HashMap<DeliveryKey, Millis>,
     /// Digest-only pushes waiting for resolution, by id.
     digests: BTreeMap<i64, DigestRow>,
+    history: history::HistoryTables,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +63,22 @@ struct Row {
     digest: Option<String>,
     enqueued_at: Millis,
     batch_id: Option<i64>,
+    source: String,
+}
+
+impl Row {
+    /// The row's `accepted` facts, as a history record.
+    fn record(&self, seq: i64) -> ImageRecord {
+        ImageRecord {
+            seq,
+            at_ms: self.enqueued_at,
+            event: EventKind::Accepted,
+            source: self.source.clone(),
+            batch_id: self.batch_id,
+            reason: None,
+            digest: self.digest.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,11 +96,13 @@ impl State {
         self.next_id
     }
 
-    fn insert_unbatched(&mut self, target: &ScanTarget, now: Millis) -> bool {
+    fn insert_unbatched(&mut self, target: &ScanTarget, source: &str, now: Millis) -> bool {
         let already_pending = self.images.values().any(|row| {
             row.batch_id.is_none() && row.partition == target.partition && row.image == target.image
         });
         if already_pending {
+            let duplicate = KeyedRecord::duplicate(target, source, ALREADY_PENDING, now);
+            self.history.record(duplicate, now);
             return false;
         }
         let id = self.next_id();
@@ -90,9 +115,26 @@ impl State {
                 digest: target.digest.clone(),
                 enqueued_at: now,
                 batch_id: None,
+                source: source.to_string(),
             },
         );
         true
+    }
+
+    /// A settling batch's images leave the queue, each leaving its history row.
+    fn remove_batch_images(&mut self, batch_id: i64, now: Millis) {
+        let members: Vec<i64> = self
+            .images
+            .iter()
+            .filter(|(_, row)| row.batch_id == Some(batch_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in members {
+            if let Some(row) = self.images.remove(&id) {
+                self.history
+                    .keep(row.image.to_string(), row.record(id), now);
+            }
+        }
     }
 
     fn batch_images(&self, batch_id: i64) -> Vec<BatchImage> {
@@ -119,12 +161,14 @@ impl State {
         batch.owner = Some(owner.to_string());
         batch.lease_until = Some(now + policy.lease_ms);
         batch.attempts += 1;
+        let attempt = batch.attempts;
+        self.history.batch_event(BatchEvent::sent(batch_id, now));
         Some(ClaimedBatch {
             id: batch_id,
             owner: owner.to_string(),
-            partition: batch.partition.clone(),
+            partition: self.batches.get(&batch_id)?.partition.clone(),
             images,
-            attempt: batch.attempts,
+            attempt,
             lease_until: now + policy.lease_ms,
         })
     }
@@ -189,22 +233,27 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
         let mut state = self.state.lock().await;
-        if let Some(key) = delivery {
-            if state.deliveries.contains_key(key) {
-                return Ok(Enqueued::DuplicateDelivery);
-            }
+        let redelivery = arrival
+            .delivery
+            .is_some_and(|key| state.deliveries.contains_key(key));
+        for record in arrival_records(arrival, redelivery, now) {
+            state.history.record(record, now);
+        }
+        if redelivery {
+            return Ok(Enqueued::DuplicateDelivery);
+        }
+        if let Some(key) = arrival.delivery {
             state.deliveries.insert(key.clone(), now);
         }
         let mut counts = EnqueueCounts::default();
-        for target in targets {
-            if state.insert_unbatched(target, now) {
+        for target in arrival.targets {
+            if state.insert_unbatched(target, arrival.source, now) {
                 counts.accepted += 1;
             } else {
                 counts.duplicates += 1;
@@ -285,10 +334,18 @@ impl Store for MemoryStore {
         Ok(batches.chain(partitions).min())
     }
 
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
+        state.remove_batch_images(batch.id, now);
+        state
+            .history
+            .batch_event(BatchEvent::scanned(batch.id, now, receipt));
         state.batches.remove(&batch.id);
-        state.images.retain(|_, row| row.batch_id != Some(batch.id));
         Ok(())
     }
 
@@ -296,15 +353,20 @@ impl Store for MemoryStore {
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        _last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
         if let Some(stored) = state.batches.get_mut(&batch.id)
             && stored.owner.as_deref() == Some(batch.owner.as_str())
+            && stored.attempts == batch.attempt
         {
             stored.owner = None;
             stored.lease_until = None;
             stored.next_attempt_at = not_before;
+            state
+                .history
+                .batch_event(BatchEvent::retried(batch.id, now, cause));
         }
         Ok(())
     }
@@ -320,7 +382,10 @@ impl Store for MemoryStore {
             return Ok(());
         };
         let images = state.batch_images(batch.id);
-        state.images.retain(|_, row| row.batch_id != Some(batch.id));
+        state.remove_batch_images(batch.id, now);
+        state
+            .history
+            .batch_event(BatchEvent::dead_letter(batch.id, now, cause));
         let id = state.next_id();
         state.dead_letters.insert(
             id,
@@ -391,7 +456,7 @@ impl Store for MemoryStore {
                 instance_url: image.instance_url.clone(),
                 digest: image.digest.clone(),
             };
-            if state.insert_unbatched(&target, now) {
+            if state.insert_unbatched(&target, ADMIN_SOURCE, now) {
                 counts.accepted += 1;
             } else {
                 counts.duplicates += 1;
@@ -420,6 +485,49 @@ impl Store for MemoryStore {
         state.deliveries.retain(|_, seen_at| *seen_at >= cutoff);
         Ok((before - state.deliveries.len()) as u64)
     }
+
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let state = self.state.lock().await;
+        let live: Vec<ImageRecord> = match subject {
+            HistorySubject::Tagged(image) => state
+                .images
+                .iter()
+                .filter(|(_, row)| row.image == *image)
+                .map(|(id, row)| row.record(*id))
+                .collect(),
+            HistorySubject::Digest {
+                namespace,
+                name,
+                digest,
+            } => state
+                .digests
+                .iter()
+                .filter(|(_, row)| {
+                    row.digest.namespace == *namespace
+                        && row.digest.name == *name
+                        && row.digest.digest == *digest
+                })
+                .map(|(id, row)| ImageRecord {
+                    seq: *id,
+                    at_ms: row.enqueued_at,
+                    event: EventKind::Resolving,
+                    source: row.digest.source.clone(),
+                    batch_id: None,
+                    reason: None,
+                    digest: Some(row.digest.digest.clone()),
+                })
+                .collect(),
+        };
+        Ok(state.history.read(&subject.to_string(), live, limit))
+    }
+
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        Ok(self.state.lock().await.history.prune(cutoff))
+    }
 }
 
 #[async_trait]
@@ -431,7 +539,13 @@ impl DigestQueue for MemoryStore {
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
         let mut state = self.state.lock().await;
+        let duplicate = |digest: &UnresolvedDigest, reason: &str| {
+            KeyedRecord::on_digest(digest, EventKind::Duplicate, now, Some(reason.to_string()))
+        };
         if delivery.is_some_and(|key| state.deliveries.contains_key(key)) {
+            for digest in digests {
+                state.history.record(duplicate(digest, REDELIVERY), now);
+            }
             return Ok(Enqueued::DuplicateDelivery);
         }
         let mut counts = EnqueueCounts::default();
@@ -439,6 +553,9 @@ impl DigestQueue for MemoryStore {
             if state.insert_digest(digest, now) {
                 counts.accepted += 1;
             } else {
+                state
+                    .history
+                    .record(duplicate(digest, ALREADY_PENDING), now);
                 counts.duplicates += 1;
             }
         }
@@ -497,11 +614,17 @@ impl DigestQueue for MemoryStore {
         if !holds_lease {
             return Ok(false);
         }
+        for record in digest_ending_records(claimed, &settlement, now)
+            .into_iter()
+            .flatten()
+        {
+            state.history.record(record, now);
+        }
         match settlement {
             DigestSettlement::Resolved(targets) => {
                 state.digests.remove(&claimed.id);
                 for target in &targets {
-                    state.insert_unbatched(target, now);
+                    state.insert_unbatched(target, &claimed.digest.source, now);
                 }
             }
             DigestSettlement::AskAgain {
@@ -518,7 +641,7 @@ impl DigestQueue for MemoryStore {
                     row.last_error = Some(last_error);
                 }
             }
-            DigestSettlement::Drop => {
+            DigestSettlement::Drop { .. } => {
                 state.digests.remove(&claimed.id);
             }
             DigestSettlement::DeadLetter(cause) => {

@@ -45,12 +45,13 @@ macro_rules! step {
 
 /// Every step, oldest first. Applied ones are never edited: a schema change is
 /// a new `step!` with the next number and its file(s).
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 6] = [
     step!(1, "initial", each_dialect "0001_initial.sql"),
     step!(2, "digests", each_dialect "0002_digests.sql"),
     step!(3, "poll_state", both "0003_poll_state.sql"),
     step!(4, "no_age_index", each_dialect "0004_no_age_index.sql"),
     step!(5, "pg_leaner_pending", each_dialect "0005_pg_leaner_pending.sql"),
+    step!(6, "history", each_dialect "0006_history.sql"),
 ];
 
 #[derive(Clone, Copy)]
@@ -147,8 +148,8 @@ mod tests {
         let versions = |applied: &[i64]| -> Vec<i64> {
             pending(&SQLITE, applied).map(|m| m.version).collect()
         };
-        assert_eq!(versions(&[]), vec![1, 2, 3, 4, 5]);
-        assert_eq!(versions(&[2]), vec![1, 3, 4, 5]);
-        assert_eq!(versions(&[1, 2, 3, 4, 5, 99]), Vec::<i64>::new());
+        assert_eq!(versions(&[]), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions(&[2]), vec![1, 3, 4, 5, 6]);
+        assert_eq!(versions(&[1, 2, 3, 4, 5, 6, 99]), Vec::<i64>::new());
     }
 }

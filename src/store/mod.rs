@@ -30,15 +30,20 @@ pub mod configured;
 pub mod conformance;
 pub mod digest_queue;
 mod group_commit;
+pub mod history;
 pub mod memory;
 pub mod migrations;
 pub mod poll_state;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 mod stored_image;
 
 pub use digest_queue::{
     ClaimedDigest, DigestQueue, DigestSettlement, UnresolvedDigest, WaitingDigest,
+};
+pub use history::{
+    Arrival, EventKind, HistoryEvent, HistorySubject, IgnoredImage, RetryCause, ScanReceipt,
 };
 pub use memory::MemoryStore;
 pub use poll_state::PollStateStore;
@@ -165,13 +170,30 @@ pub trait Store: DigestQueue + PollStateStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Stores the images of one webhook atomically, with its delivery id when
-    /// it has one. Returns only once the rows are durable.
+    /// it has one, and the history rows of what it ignored (and of its
+    /// duplicates). Returns only once the rows are durable.
+    async fn enqueue_arrival(
+        &self,
+        arrival: &Arrival<'_>,
+        now: Millis,
+    ) -> Result<Enqueued, StoreError>;
+
+    /// [`Store::enqueue_arrival`] for images with nothing ignored, from the
+    /// delivery's source (empty without a delivery id).
     async fn enqueue(
         &self,
         delivery: Option<&DeliveryKey>,
         targets: &[ScanTarget],
         now: Millis,
-    ) -> Result<Enqueued, StoreError>;
+    ) -> Result<Enqueued, StoreError> {
+        let arrival = Arrival {
+            source: delivery.map_or("", |key| key.source.as_str()),
+            delivery,
+            targets,
+            ignored: &[],
+        };
+        self.enqueue_arrival(&arrival, now).await
+    }
 
     /// Takes the lease on the next batch that may be sent now, if any:
     /// first a batch whose retry time came or whose lease expired, else a new
@@ -192,20 +214,28 @@ pub trait Store: DigestQueue + PollStateStore + Send + Sync + 'static {
         policy: &BatchPolicy,
     ) -> Result<Option<Millis>, StoreError>;
 
-    /// HSS accepted the batch: forget its images.
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError>;
+    /// HSS accepted the batch: its images leave the queue, each leaving one
+    /// history row, and the batch's `scanned` event names HSS's answer.
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError>;
 
     /// HSS failed in a way worth retrying: keep the batch, give up the lease,
-    /// and make it claimable again at `not_before`. Does nothing if another
-    /// worker took the batch over meanwhile.
+    /// record `retried`, and make it claimable again at `not_before`. Does
+    /// nothing if another worker took the batch over meanwhile.
     async fn release_for_retry(
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// HSS refused the batch for good: move its images to dead letters.
+    /// HSS refused the batch for good: move its images to dead letters (and
+    /// their history rows, with the batch's `dead_letter` event).
     async fn dead_letter(
         &self,
         batch: &ClaimedBatch,
@@ -233,4 +263,15 @@ pub trait Store: DigestQueue + PollStateStore + Send + Sync + 'static {
 
     /// Forgets delivery ids recorded before `cutoff`; returns how many.
     async fn prune_deliveries(&self, cutoff: Millis) -> Result<u64, StoreError>;
+
+    /// The newest `limit` events of `subject`, oldest first; empty when unknown.
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// Forgets history recorded before `cutoff`, oldest first, at most
+    /// [`history::PRUNE_BATCH`] rows of each kind; returns how many.
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError>;
 }

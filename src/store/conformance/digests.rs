@@ -75,14 +75,22 @@ pub async fn digests_wait_once_and_are_leased<S: Store>(store: S) {
     assert_ne!(taken_over.claim, claimed.claim);
     // The first resolver's lease is gone: its settle changes nothing.
     let stale = store
-        .settle_digest(&claimed, DigestSettlement::Drop, T0 + LEASE_MS + 1)
+        .settle_digest(
+            &claimed,
+            DigestSettlement::Drop { reason: "untagged" },
+            T0 + LEASE_MS + 1,
+        )
         .await
         .expect("settle");
     assert!(!stale);
     assert_eq!(store.digests_resolving().await.expect("count"), 1);
     assert!(
         store
-            .settle_digest(&taken_over, DigestSettlement::Drop, T0 + LEASE_MS + 2)
+            .settle_digest(
+                &taken_over,
+                DigestSettlement::Drop { reason: "untagged" },
+                T0 + LEASE_MS + 2
+            )
             .await
             .expect("settle")
     );
@@ -269,7 +277,11 @@ pub async fn a_redelivery_stores_no_digest<S: Store>(store: S) {
         .expect("claim")
         .expect("a digest");
     store
-        .settle_digest(&claimed, DigestSettlement::Drop, T0 + 1)
+        .settle_digest(
+            &claimed,
+            DigestSettlement::Drop { reason: "untagged" },
+            T0 + 1,
+        )
         .await
         .expect("settle");
     assert_eq!(

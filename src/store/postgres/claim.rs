@@ -35,6 +35,9 @@ WITH taken AS (
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
     RETURNING id, image_type, instance_id, enterprise_project_id, attempts
+), sent AS (
+    INSERT INTO batch_events (batch_id, event, at_ms)
+    SELECT id, 'sent', $3 FROM taken WHERE $4::boolean
 )
 SELECT t.id, t.image_type, t.instance_id, t.enterprise_project_id, t.attempts,
        p.namespace, p.name, p.tag, p.instance_url, p.digest
@@ -80,6 +83,9 @@ WITH batch AS (
 ), members AS (
     UPDATE pending_images SET batch_id = (SELECT id FROM batch)
     WHERE ctid = ANY($8::text[]::tid[])
+), sent AS (
+    INSERT INTO batch_events (batch_id, event, at_ms)
+    SELECT id, 'sent', $7 FROM batch WHERE $9::boolean
 )
 SELECT id FROM batch";
 
@@ -101,6 +107,7 @@ pub(super) async fn reclaim_batch(
     owner: &str,
     now: Millis,
     policy: &BatchPolicy,
+    record_history: bool,
 ) -> Result<Option<ClaimedBatch>, StoreError> {
     let reclaim = client
         .prepare_cached(RECLAIM)
@@ -108,7 +115,7 @@ pub(super) async fn reclaim_batch(
         .map_err(from_postgres)?;
     let lease_until = now + policy.lease_ms;
     let rows = client
-        .query(&reclaim, &[&owner, &lease_until, &now])
+        .query(&reclaim, &[&owner, &lease_until, &now, &record_history])
         .await
         .map_err(from_postgres)?;
     let Some(first) = rows.first() else {
@@ -137,6 +144,7 @@ pub(super) async fn form_batch(
     owner: &str,
     now: Millis,
     policy: &BatchPolicy,
+    record_history: bool,
 ) -> Result<Option<ClaimedBatch>, StoreError> {
     let max_images = as_bigint(policy.max_images.max(1));
     let due_partitions = client
@@ -220,6 +228,7 @@ pub(super) async fn form_batch(
                     &lease_until,
                     &now,
                     &members,
+                    &record_history,
                 ],
             )
             .await

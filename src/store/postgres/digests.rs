@@ -10,9 +10,13 @@ use tokio_postgres::types::Json;
 
 use super::PostgresStore;
 use super::bounded;
-use super::enqueue::{GroupPlan, ImageRow};
+use super::enqueue::{GroupPlan, ImageRow, JobInput};
 use super::errors::from_postgres;
+use super::history;
 use super::rows::{as_bigint, count_of, get, partition_of};
+use crate::store::history::{
+    ALREADY_PENDING, EventKind, KeyedRecord, REDELIVERY, digest_ending_records,
+};
 use crate::store::{
     ClaimedDigest, DeadLetterCause, DeliveryKey, DigestQueue, DigestSettlement, EnqueueCounts,
     Enqueued, Millis, StoreError, UnresolvedDigest, WaitingDigest,
@@ -91,6 +95,9 @@ impl DigestQueue for PostgresStore {
         digests: &[UnresolvedDigest],
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
+        let duplicate = |digest: &UnresolvedDigest, reason: &str| {
+            KeyedRecord::on_digest(digest, EventKind::Duplicate, now, Some(reason.to_string()))
+        };
         bounded("enqueue_digests", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(from_postgres)?;
@@ -103,17 +110,27 @@ impl DigestQueue for PostgresStore {
                     .await
                     .map_err(from_postgres)?;
                 if seen.is_some() {
-                    tx.rollback().await.map_err(from_postgres)?;
+                    if self.record_history {
+                        let records: Vec<KeyedRecord> =
+                            digests.iter().map(|d| duplicate(d, REDELIVERY)).collect();
+                        history::insert_records(&tx, &records, now).await?;
+                    }
+                    tx.commit().await.map_err(from_postgres)?;
                     return Ok(Enqueued::DuplicateDelivery);
                 }
             }
             let mut counts = EnqueueCounts::default();
+            let mut records = Vec::new();
             for digest in digests {
                 if insert_digest(&tx, digest, now).await? {
                     counts.accepted += 1;
                 } else {
+                    records.push(duplicate(digest, ALREADY_PENDING));
                     counts.duplicates += 1;
                 }
+            }
+            if self.record_history {
+                history::insert_records(&tx, &records, now).await?;
             }
             tx.commit().await.map_err(from_postgres)?;
             Ok(Enqueued::Stored(counts))
@@ -204,13 +221,25 @@ impl DigestQueue for PostgresStore {
                 tx.rollback().await.map_err(from_postgres)?;
                 return Ok(false);
             }
+            if self.record_history
+                && let Some(records) = digest_ending_records(claimed, &settlement, now)
+            {
+                history::insert_records(&tx, &records, now).await?;
+            }
             let delete = "DELETE FROM pending_digests WHERE id = $1";
             match settlement {
                 DigestSettlement::Resolved(targets) => {
                     tx.execute(delete, &[&claimed.id])
                         .await
                         .map_err(from_postgres)?;
-                    GroupPlan::new([(None, targets.iter().map(ImageRow::from), now)])
+                    let resolved = JobInput {
+                        source: &claimed.digest.source,
+                        delivery: None,
+                        images: targets.iter().map(ImageRow::from),
+                        ignored: &[],
+                        now,
+                    };
+                    GroupPlan::new([resolved], self.record_history)
                         .write(&tx)
                         .await?;
                 }
@@ -236,7 +265,7 @@ impl DigestQueue for PostgresStore {
                     .await
                     .map_err(from_postgres)?;
                 }
-                DigestSettlement::Drop => {
+                DigestSettlement::Drop { .. } => {
                     tx.execute(delete, &[&claimed.id])
                         .await
                         .map_err(from_postgres)?;

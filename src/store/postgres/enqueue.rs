@@ -36,7 +36,8 @@ use super::errors::{from_pool, from_postgres};
 use super::rows::get;
 use crate::domain::{ImageRef, Partition, ScanTarget};
 use crate::store::group_commit::EnqueueJob;
-use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, Millis, StoreError};
+use crate::store::history::{KeyedRecord, REDELIVERY};
+use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, IgnoredImage, Millis, StoreError};
 
 /// The result has one row per webhook whose delivery id was new (`job`
 /// set), and one per inserted image (`job` NULL, the image's key set).
@@ -54,22 +55,44 @@ stored_jobs AS (
     FROM unnest($1::text[], $2::text[], $4::int4[]) AS d(source, id, job)
     JOIN new_deliveries USING (source, id)
 ),
-new_images AS (
-    INSERT INTO pending_images (partition_key, image_type, instance_id,
-        enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest)
-    SELECT i.partition_key, i.image_type, i.instance_id, i.enterprise_project_id,
-           i.namespace, i.name, i.tag, i.instance_url, i.enqueued_at, i.digest
+images AS (
+    SELECT i.*, (i.job = ANY($5::int4[]) OR i.job IN (SELECT job FROM stored_jobs)) AS stored
     FROM unnest($6::int4[], $7::text[], $8::text[], $9::text[], $10::text[],
                 $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[],
-                $16::text[])
+                $16::text[], $17::text[])
          WITH ORDINALITY AS i(job, partition_key, image_type, instance_id,
              enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest,
-             ord)
-    WHERE i.job = ANY($5::int4[]) OR i.job IN (SELECT job FROM stored_jobs)
+             source, ord)
+),
+new_images AS (
+    INSERT INTO pending_images (partition_key, image_type, instance_id,
+        enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest, source)
+    SELECT i.partition_key, i.image_type, i.instance_id, i.enterprise_project_id,
+           i.namespace, i.name, i.tag, i.instance_url, i.enqueued_at, i.digest, i.source
+    FROM images i
+    WHERE i.stored
     ORDER BY i.partition_key, i.namespace, i.name, i.tag, i.ord
     ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
     DO NOTHING
     RETURNING partition_key, namespace, name, tag
+),
+-- History: the rows planned in advance (ignored images, redeliveries within
+-- the group), and, when recording ($24), a duplicate row for each image not
+-- inserted (pending already, or its webhook's delivery id was known).
+history AS (
+    INSERT INTO recent_history (image_key, event, at_ms, source, reason, digest, recorded_at)
+    SELECT r.image_key, r.event, r.at_ms, r.source, r.reason, r.digest, r.at_ms
+    FROM unnest($18::text[], $19::text[], $20::bigint[], $21::text[], $22::text[],
+                $23::text[]) AS r(image_key, event, at_ms, source, reason, digest)
+    UNION ALL
+    SELECT i.namespace || '/' || i.name || ':' || i.tag, 'duplicate', i.enqueued_at, i.source,
+           CASE WHEN i.stored THEN 'already_pending' ELSE 'redelivery' END,
+           i.digest, i.enqueued_at
+    FROM images i
+    WHERE $24::boolean AND NOT EXISTS (
+        SELECT 1 FROM new_images n
+        WHERE n.partition_key = i.partition_key AND n.namespace = i.namespace
+          AND n.name = i.name AND n.tag = i.tag)
 )
 SELECT job, NULL::text AS partition_key, NULL::text AS namespace,
        NULL::text AS name, NULL::text AS tag
@@ -83,6 +106,18 @@ pub(super) struct ImageRow<'a> {
     pub image: &'a ImageRef,
     pub instance_url: Option<&'a str>,
     pub digest: Option<&'a str>,
+}
+
+impl ImageRow<'_> {
+    /// The image as a target again, for its history row.
+    fn target(&self) -> ScanTarget {
+        ScanTarget {
+            partition: self.partition.clone(),
+            image: self.image.clone(),
+            instance_url: self.instance_url.map(str::to_string),
+            digest: self.digest.map(str::to_string),
+        }
+    }
 }
 
 impl<'a> From<&'a ScanTarget> for ImageRow<'a> {
@@ -125,6 +160,42 @@ struct GroupRows<'a> {
     instance_urls: Vec<Option<&'a str>>,
     enqueued_at: Vec<Millis>,
     digests: Vec<Option<&'a str>>,
+    sources: Vec<&'a str>,
+    /// History rows known before the statement runs (see [`PlannedHistory`]).
+    history: PlannedHistory,
+    record_history: bool,
+}
+
+/// History rows a group writes whatever the statement finds: one per
+/// ignored image, and one per image of a webhook redelivered within the group.
+#[derive(Default)]
+struct PlannedHistory {
+    keys: Vec<String>,
+    events: Vec<&'static str>,
+    at_ms: Vec<Millis>,
+    sources: Vec<String>,
+    reasons: Vec<Option<String>>,
+    digests: Vec<Option<String>>,
+}
+
+impl PlannedHistory {
+    fn push(&mut self, record: KeyedRecord) {
+        self.keys.push(record.image_key);
+        self.events.push(record.event.as_str());
+        self.at_ms.push(record.at_ms);
+        self.sources.push(record.source);
+        self.reasons.push(record.reason);
+        self.digests.push(record.digest);
+    }
+}
+
+/// One webhook as a group plans it.
+pub(super) struct JobInput<'a, I> {
+    pub source: &'a str,
+    pub delivery: Option<&'a DeliveryKey>,
+    pub images: I,
+    pub ignored: &'a [IgnoredImage],
+    pub now: Millis,
 }
 
 /// A group's webhooks laid out for [`INSERT_GROUP`], and how to answer each.
@@ -134,19 +205,45 @@ pub(super) struct GroupPlan<'a> {
 }
 
 impl<'a> GroupPlan<'a> {
-    /// `jobs` in arrival order: each a delivery id, its images and its time.
-    pub fn new<I>(jobs: impl IntoIterator<Item = (Option<&'a DeliveryKey>, I, Millis)>) -> Self
+    /// `jobs` in arrival order; `record_history`: whether the group writes
+    /// history rows (ignored images, duplicates).
+    pub fn new<I>(jobs: impl IntoIterator<Item = JobInput<'a, I>>, record_history: bool) -> Self
     where
         I: IntoIterator<Item = ImageRow<'a>>,
     {
-        let mut rows = GroupRows::default();
+        let mut rows = GroupRows {
+            record_history,
+            ..GroupRows::default()
+        };
         let mut plans = Vec::new();
         let mut deliveries_seen: HashSet<(&str, &str)> = HashSet::new();
-        for (index, (delivery, images, now)) in jobs.into_iter().enumerate() {
+        for (index, input) in jobs.into_iter().enumerate() {
+            let JobInput {
+                source,
+                delivery,
+                images,
+                ignored,
+                now,
+            } = input;
             // At most MAX_GROUP jobs (or one) per statement.
             let job = i32::try_from(index).unwrap_or(i32::MAX);
+            if record_history {
+                for image in ignored {
+                    rows.history.push(KeyedRecord::ignored(image, source, now));
+                }
+            }
             if let Some(key) = delivery {
                 if !deliveries_seen.insert((&key.source, &key.id)) {
+                    if record_history {
+                        for image in images {
+                            rows.history.push(KeyedRecord::duplicate(
+                                &image.target(),
+                                source,
+                                REDELIVERY,
+                                now,
+                            ));
+                        }
+                    }
                     plans.push(JobPlan::Redelivery);
                     continue;
                 }
@@ -172,6 +269,7 @@ impl<'a> GroupPlan<'a> {
                 rows.instance_urls.push(image.instance_url);
                 rows.enqueued_at.push(now);
                 rows.digests.push(image.digest);
+                rows.sources.push(source);
             }
             plans.push(JobPlan::Candidate {
                 has_delivery: delivery.is_some(),
@@ -209,6 +307,14 @@ impl<'a> GroupPlan<'a> {
                     &rows.instance_urls,
                     &rows.enqueued_at,
                     &rows.digests,
+                    &rows.sources,
+                    &rows.history.keys,
+                    &rows.history.events,
+                    &rows.history.at_ms,
+                    &rows.history.sources,
+                    &rows.history.reasons,
+                    &rows.history.digests,
+                    &rows.record_history,
                 ],
             )
             .await
@@ -331,7 +437,8 @@ async fn write_bounded(
             // round trip (pool.rs), so one the server closed in between fails
             // here; writing the group again on a fresh connection is safe:
             // a delivery id or an unbatched image that did commit is found
-            // again and answered as a duplicate, never stored twice.
+            // again and answered (and recorded in history) as a duplicate,
+            // never stored twice.
             Err(Attempt::ConnectionLost(_)) => write_once(pool, server, jobs).await,
             outcome => outcome,
         }
@@ -370,13 +477,17 @@ async fn write_once(
         .get()
         .await
         .map_err(|error| Attempt::Failed(from_pool(error, server)))?;
-    let plan = GroupPlan::new(jobs.iter().map(|job| {
-        (
-            job.delivery.as_ref(),
-            job.targets.iter().map(ImageRow::from),
-            job.now,
-        )
-    }));
+    let record_history = jobs.iter().any(|job| job.record_history);
+    let plan = GroupPlan::new(
+        jobs.iter().map(|job| JobInput {
+            source: &job.source,
+            delivery: job.delivery.as_ref(),
+            images: job.targets.iter().map(ImageRow::from),
+            ignored: &job.ignored,
+            now: job.now,
+        }),
+        record_history,
+    );
     match plan.write(&client).await {
         Ok(answers) => Ok(answers),
         Err(error) if client.is_closed() => Err(Attempt::ConnectionLost(error)),

@@ -20,18 +20,20 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 
 use super::group_commit::GroupCommit;
+use super::history::{ADMIN_SOURCE, BatchEvent};
 use super::stored_image::StoredImage;
 use super::{
-    BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts,
-    Enqueued, Millis, PendingImage, Store, StoreError, StoreStats,
+    Arrival, BatchImage, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, EnqueueCounts,
+    Enqueued, HistoryEvent, HistorySubject, Millis, PendingImage, RetryCause, ScanReceipt, Store,
+    StoreError, StoreStats,
 };
-use crate::domain::ScanTarget;
 
 mod claim;
 pub mod connect_config;
 mod digests;
 mod enqueue;
 mod errors;
+mod history;
 mod migrate;
 mod partition_walk;
 mod poll_state;
@@ -40,7 +42,7 @@ mod rows;
 mod tls;
 
 use connect_config::ConnectConfig;
-use enqueue::{GroupPlan, ImageRow};
+use enqueue::{GroupPlan, ImageRow, JobInput};
 use errors::{from_pool, from_postgres};
 use rows::{as_bigint, attempts_of, batch_image_of, count_of, get, partition_of};
 
@@ -55,6 +57,8 @@ pub struct PostgresStore {
     server: Arc<str>,
     schema: Option<String>,
     group: GroupCommit,
+    /// `store.history_retention_s = 0` turns history off: nothing is recorded.
+    record_history: bool,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -102,7 +106,14 @@ impl PostgresStore {
             server: Arc::from(config.server()),
             schema: schema.map(str::to_string),
             group: GroupCommit::with_committers(committers(pool_size)),
+            record_history: true,
         })
+    }
+
+    /// Whether images' history is recorded (the default) or not at all.
+    pub fn recording_history(mut self, record_history: bool) -> Self {
+        self.record_history = record_history;
+        self
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -227,13 +238,12 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
-        let answer = self.group.queue(delivery.cloned(), targets.to_vec(), now);
+        let answer = self.group.queue(arrival, now, self.record_history);
         bounded(
             "enqueue",
             self.group.settle(answer, |jobs| {
@@ -257,10 +267,11 @@ impl Store for PostgresStore {
     ) -> Result<Option<ClaimedBatch>, StoreError> {
         let claimed = bounded("claim_batch", async {
             let mut client = self.client().await?;
-            if let Some(batch) = claim::reclaim_batch(&client, owner, now, policy).await? {
+            let record = self.record_history;
+            if let Some(batch) = claim::reclaim_batch(&client, owner, now, policy, record).await? {
                 return Ok(Some(batch));
             }
-            claim::form_batch(&mut client, owner, now, policy).await
+            claim::form_batch(&mut client, owner, now, policy, record).await
         })
         .await?;
         if let Some(batch) = &claimed {
@@ -288,34 +299,113 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
-        self.execute("complete", DELETE_BATCH, &[&batch.id]).await?;
-        Ok(())
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        bounded("complete", async {
+            let client = self.client().await?;
+            // Its images go with it, in one statement, which also copies them
+            // (as its snapshot sees them, before the delete) to history.
+            let delete = client
+                .prepare_cached(
+                    "WITH kept AS (
+                         INSERT INTO recent_history (image_key, event, at_ms, source, batch_id,
+                                                     digest, recorded_at)
+                         SELECT namespace || '/' || name || ':' || tag, 'accepted', enqueued_at,
+                                source, batch_id, digest, $2
+                         FROM pending_images WHERE batch_id = $1 AND $6::boolean
+                     ), images AS (
+                         DELETE FROM pending_images WHERE batch_id = $1
+                     ), scanned AS (
+                         INSERT INTO batch_events (batch_id, event, at_ms, api, hss_status,
+                                                   hss_request_id)
+                         SELECT $1, 'scanned', $2, $3, $4, $5 WHERE $6::boolean
+                     )
+                     DELETE FROM batches WHERE id = $1",
+                )
+                .await
+                .map_err(from_postgres)?;
+            client
+                .execute(
+                    &delete,
+                    &[
+                        &batch.id,
+                        &now,
+                        &receipt.api,
+                        &i32::from(receipt.hss_status),
+                        &receipt.hss_request_id,
+                        &self.record_history,
+                    ],
+                )
+                .await
+                .map_err(from_postgres)?;
+            if self.record_history {
+                history::merge_recent(&client, false).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn release_for_retry(
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
-        let released = self
-            .execute(
-                "release_for_retry",
-                "UPDATE batches
-                 SET owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
-                 WHERE id = $1 AND owner = $2",
-                &[&batch.id, &batch.owner, &not_before, &last_error],
-            )
-            .await?;
-        if released == 0 {
-            tracing::debug!(
-                batch_id = batch.id,
-                owner = %batch.owner,
-                "batch was taken over before its release; left to its new owner"
-            );
-        }
-        Ok(())
+        bounded("release_for_retry", async {
+            let client = self.client().await?;
+            // The batch's images stay pending; only its `retried` is new.
+            let release = client
+                .prepare_cached(
+                    "WITH released AS (
+                         UPDATE batches
+                         SET owner = NULL, lease_until = NULL, next_attempt_at = $3,
+                             last_error = $4
+                         WHERE id = $1 AND owner = $2
+                         RETURNING id
+                     ), retried AS (
+                         INSERT INTO batch_events (batch_id, event, at_ms, hss_status,
+                                                   hss_request_id, reason)
+                         SELECT id, 'retried', $5, $6, $7, $4 FROM released WHERE $8::boolean
+                     )
+                     SELECT count(*) AS released FROM released",
+                )
+                .await
+                .map_err(from_postgres)?;
+            let released: i64 = get(
+                &client
+                    .query_one(
+                        &release,
+                        &[
+                            &batch.id,
+                            &batch.owner,
+                            &not_before,
+                            &cause.reason,
+                            &now,
+                            &cause.hss_status.map(i32::from),
+                            &cause.hss_request_id,
+                            &self.record_history,
+                        ],
+                    )
+                    .await
+                    .map_err(from_postgres)?,
+                "released",
+            )?;
+            if released == 0 {
+                tracing::debug!(
+                    batch_id = batch.id,
+                    owner = %batch.owner,
+                    "batch was taken over before its release; left to its new owner"
+                );
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn dead_letter(
@@ -367,10 +457,18 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(from_postgres)?;
+            if self.record_history {
+                history::keep_batch_images(&tx, batch.id, now).await?;
+                history::insert_batch_event(&tx, &BatchEvent::dead_letter(batch.id, now, cause))
+                    .await?;
+            }
             tx.execute(DELETE_BATCH, &[&batch.id])
                 .await
                 .map_err(from_postgres)?;
             tx.commit().await.map_err(from_postgres)?;
+            if self.record_history {
+                history::merge_recent(&client, false).await?;
+            }
             tracing::info!(
                 batch_id = batch.id,
                 partition = %partition,
@@ -475,8 +573,17 @@ impl Store for PostgresStore {
                 instance_url: image.instance_url.as_deref(),
                 digest: image.digest.as_deref(),
             });
-            let Some(Enqueued::Stored(mut counts)) =
-                GroupPlan::new([(None, rows, now)]).write(&tx).await?.pop()
+            let requeue = JobInput {
+                source: ADMIN_SOURCE,
+                delivery: None,
+                images: rows,
+                ignored: &[],
+                now,
+            };
+            let Some(Enqueued::Stored(mut counts)) = GroupPlan::new([requeue], self.record_history)
+                .write(&tx)
+                .await?
+                .pop()
             else {
                 return Err(StoreError::Query(format!(
                     "requeueing dead letter {id} did not store its images"
@@ -524,6 +631,36 @@ impl Store for PostgresStore {
                 .execute("DELETE FROM deliveries WHERE seen_at < $1", &[&cutoff])
                 .await
                 .map_err(from_postgres)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        bounded("history", async {
+            let mut client = self.client().await?;
+            // One snapshot: a batch settling meanwhile is seen before or after.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(from_postgres)?;
+            let events = history::read(&tx, subject, limit).await?;
+            tx.commit().await.map_err(from_postgres)?;
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        bounded("prune_history", async {
+            let client = self.client().await?;
+            history::prune(&client, cutoff).await
         })
         .await
     }

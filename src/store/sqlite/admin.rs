@@ -7,12 +7,15 @@ use super::connection::immediate;
 use super::digests;
 use super::enqueue::insert_unbatched;
 use super::rows::{count_at, image_ref_at, images_from_json, partition_at, sql_count};
+use crate::domain::ScanTarget;
+use crate::store::history::ADMIN_SOURCE;
 use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
 
 pub(super) fn retry_dead_letter(
     conn: &mut Connection,
     letter_id: i64,
     now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<Option<EnqueueCounts>> {
     let tx = immediate(conn)?;
     let letter = tx
@@ -39,15 +42,14 @@ pub(super) fn retry_dead_letter(
             counts.duplicates += 1;
         }
     }
-    for image in &images {
-        if insert_unbatched(
-            &tx,
-            &partition,
-            &image.image,
-            image.instance_url.as_deref(),
-            image.digest.as_deref(),
-            now,
-        )? {
+    for image in images {
+        let target = ScanTarget {
+            partition: partition.clone(),
+            image: image.image,
+            instance_url: image.instance_url,
+            digest: image.digest,
+        };
+        if insert_unbatched(&tx, &target, ADMIN_SOURCE, now, record_history)? {
             counts.accepted += 1;
         } else {
             counts.duplicates += 1;

@@ -3,8 +3,10 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::connection::immediate;
+use super::history::insert_batch_event;
 use super::rows::{partition_at, sql_count};
 use crate::domain::ImageRef;
+use crate::store::history::BatchEvent;
 use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis};
 
 /// Each partition with waiting images: its key, its oldest image's enqueue
@@ -120,6 +122,7 @@ pub(super) fn claim(
     owner: String,
     now: Millis,
     policy: BatchPolicy,
+    record_history: bool,
 ) -> rusqlite::Result<Option<ClaimedBatch>> {
     let tx = immediate(conn)?;
     let reclaimable: Option<i64> = tx
@@ -155,6 +158,9 @@ pub(super) fn claim(
             Ok((partition_at(row, 0)?, row.get::<_, u32>(3)?))
         })?;
     let images = batch_images(&tx, batch_id)?;
+    if record_history {
+        insert_batch_event(&tx, &BatchEvent::sent(batch_id, now))?;
+    }
     tx.commit()?;
     Ok(Some(ClaimedBatch {
         id: batch_id,

@@ -9,7 +9,11 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use super::SqliteStore;
 use super::connection::immediate;
 use super::enqueue::insert_unbatched;
+use super::history::insert_record;
 use super::rows::{partition_at, sql_count};
+use crate::store::history::{
+    ALREADY_PENDING, EventKind, KeyedRecord, REDELIVERY, digest_ending_records,
+};
 use crate::store::{
     ClaimedDigest, DeadLetterCause, DeliveryKey, DigestQueue, DigestSettlement, EnqueueCounts,
     Enqueued, Millis, StoreError, UnresolvedDigest, WaitingDigest,
@@ -78,14 +82,27 @@ fn enqueue_digests(
     delivery: Option<DeliveryKey>,
     digests: Vec<UnresolvedDigest>,
     now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<Enqueued> {
     let tx = immediate(conn)?;
+    let duplicate = |tx: &Connection, digest: &UnresolvedDigest, reason: &str| {
+        if !record_history {
+            return Ok(());
+        }
+        let record =
+            KeyedRecord::on_digest(digest, EventKind::Duplicate, now, Some(reason.to_string()));
+        insert_record(tx, &record, now)
+    };
     if let Some(key) = &delivery {
         let seen = tx
             .prepare_cached("SELECT 1 FROM deliveries WHERE source = ?1 AND id = ?2")?
             .query_row((&key.source, &key.id), |_| Ok(()))
             .optional()?;
         if seen.is_some() {
+            for digest in &digests {
+                duplicate(&tx, digest, REDELIVERY)?;
+            }
+            tx.commit()?;
             return Ok(Enqueued::DuplicateDelivery);
         }
     }
@@ -94,6 +111,7 @@ fn enqueue_digests(
         if insert_digest(&tx, digest, now)? {
             counts.accepted += 1;
         } else {
+            duplicate(&tx, digest, ALREADY_PENDING)?;
             counts.duplicates += 1;
         }
     }
@@ -147,6 +165,7 @@ fn settle_digest(
     claimed: ClaimedDigest,
     settlement: DigestSettlement,
     now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<bool> {
     let tx = immediate(conn)?;
     let lease = (claimed.id, &claimed.owner, claimed.claim);
@@ -159,6 +178,14 @@ fn settle_digest(
     if held.is_none() {
         return Ok(false);
     }
+    if record_history {
+        for record in digest_ending_records(&claimed, &settlement, now)
+            .into_iter()
+            .flatten()
+        {
+            insert_record(&tx, &record, now)?;
+        }
+    }
     let delete = |tx: &Connection| {
         tx.prepare_cached("DELETE FROM pending_digests WHERE id = ?1")?
             .execute([claimed.id])
@@ -167,14 +194,7 @@ fn settle_digest(
         DigestSettlement::Resolved(targets) => {
             delete(&tx)?;
             for target in &targets {
-                insert_unbatched(
-                    &tx,
-                    &target.partition,
-                    &target.image,
-                    target.instance_url.as_deref(),
-                    target.digest.as_deref(),
-                    now,
-                )?;
+                insert_unbatched(&tx, target, &claimed.digest.source, now, record_history)?;
             }
         }
         DigestSettlement::AskAgain {
@@ -197,7 +217,7 @@ fn settle_digest(
                 &last_error,
             ))?;
         }
-        DigestSettlement::Drop => {
+        DigestSettlement::Drop { .. } => {
             delete(&tx)?;
         }
         DigestSettlement::DeadLetter(cause) => {
@@ -268,8 +288,9 @@ impl DigestQueue for SqliteStore {
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
         let (delivery, digests) = (delivery.cloned(), digests.to_vec());
+        let record_history = self.record_history;
         self.write("enqueue_digests", move |conn| {
-            enqueue_digests(conn, delivery, digests, now)
+            enqueue_digests(conn, delivery, digests, now, record_history)
         })
         .await
     }
@@ -302,8 +323,9 @@ impl DigestQueue for SqliteStore {
         now: Millis,
     ) -> Result<bool, StoreError> {
         let claimed = claimed.clone();
+        let record_history = self.record_history;
         self.write("settle_digest", move |conn| {
-            settle_digest(conn, claimed, settlement, now)
+            settle_digest(conn, claimed, settlement, now, record_history)
         })
         .await
     }

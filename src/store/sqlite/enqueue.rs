@@ -6,25 +6,30 @@ use rusqlite::{Connection, Transaction};
 
 use super::connection::immediate;
 use super::errors::sql_failure;
-use crate::domain::{ImageRef, Partition, ScanTarget};
+use super::history::insert_record;
+use crate::domain::ScanTarget;
 use crate::store::group_commit::EnqueueJob;
-use crate::store::{DeliveryKey, EnqueueCounts, Enqueued, Millis, StoreError};
+use crate::store::history::{ALREADY_PENDING, KeyedRecord, arrival_records};
+use crate::store::{Arrival, EnqueueCounts, Enqueued, Millis, StoreError};
 
 /// Stores one image as waiting unless the same image already waits in its
-/// partition; `true` when a row was added.
+/// partition; `true` when a row was added. A duplicate leaves a history row
+/// when `record_history`.
 pub(super) fn insert_unbatched(
     tx: &Connection,
-    partition: &Partition,
-    image: &ImageRef,
-    instance_url: Option<&str>,
-    digest: Option<&str>,
+    target: &ScanTarget,
+    source: &str,
     now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<bool> {
+    let partition = &target.partition;
+    let image = &target.image;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO pending_images (partition_key, image_type, instance_id,
-                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 enterprise_project_id, namespace, name, tag, instance_url, enqueued_at, digest,
+                 source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (partition_key, namespace, name, tag) WHERE batch_id IS NULL
              DO NOTHING",
         )?
@@ -36,10 +41,15 @@ pub(super) fn insert_unbatched(
             &image.namespace,
             &image.name,
             &image.tag,
-            instance_url,
+            target.instance_url.as_deref(),
             now,
-            digest,
+            target.digest.as_deref(),
+            source,
         ))?;
+    if inserted == 0 && record_history {
+        let duplicate = KeyedRecord::duplicate(target, source, ALREADY_PENDING, now);
+        insert_record(tx, &duplicate, now)?;
+    }
     Ok(inserted == 1)
 }
 
@@ -134,7 +144,13 @@ fn enqueue_in_savepoint(
     if let Err(err) = run("SAVEPOINT webhook") {
         return Ok(Err(err));
     }
-    let outcome = enqueue(tx, job.delivery.as_ref(), &job.targets, job.now)
+    let arrival = Arrival {
+        source: &job.source,
+        delivery: job.delivery.as_ref(),
+        targets: &job.targets,
+        ignored: &job.ignored,
+    };
+    let outcome = enqueue(tx, &arrival, job.now, job.record_history)
         .and_then(|outcome| run("RELEASE webhook").map(|()| outcome));
     if outcome.is_err() {
         run("ROLLBACK TO webhook").and_then(|()| run("RELEASE webhook"))?;
@@ -142,34 +158,36 @@ fn enqueue_in_savepoint(
     Ok(outcome)
 }
 
-/// One webhook's delivery id and images, inside the caller's transaction.
+/// One webhook's delivery id and images, and the history rows of what it
+/// ignored, inside the caller's transaction.
 pub(super) fn enqueue(
     tx: &Connection,
-    delivery: Option<&DeliveryKey>,
-    targets: &[ScanTarget],
+    arrival: &Arrival<'_>,
     now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<Enqueued> {
-    if let Some(key) = delivery {
-        let first_time = tx
-            .prepare_cached(
+    let redelivery = match arrival.delivery {
+        Some(key) => {
+            tx.prepare_cached(
                 "INSERT INTO deliveries (source, id, seen_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (source, id) DO NOTHING",
             )?
-            .execute((&key.source, &key.id, now))?;
-        if first_time == 0 {
-            return Ok(Enqueued::DuplicateDelivery);
+            .execute((&key.source, &key.id, now))?
+                == 0
+        }
+        None => false,
+    };
+    if record_history {
+        for record in arrival_records(arrival, redelivery, now) {
+            insert_record(tx, &record, now)?;
         }
     }
+    if redelivery {
+        return Ok(Enqueued::DuplicateDelivery);
+    }
     let mut counts = EnqueueCounts::default();
-    for target in targets {
-        if insert_unbatched(
-            tx,
-            &target.partition,
-            &target.image,
-            target.instance_url.as_deref(),
-            target.digest.as_deref(),
-            now,
-        )? {
+    for target in arrival.targets {
+        if insert_unbatched(tx, target, arrival.source, now, record_history)? {
             counts.accepted += 1;
         } else {
             counts.duplicates += 1;

@@ -43,10 +43,10 @@ use deadpool_sqlite::{Config, Hook, HookError, InteractError, Pool, PoolError, R
 use rusqlite::Connection;
 
 use super::{
-    BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, DeliveryKey, EnqueueCounts, Enqueued,
-    Millis, PendingImage, Store, StoreError, StoreStats,
+    Arrival, BatchPolicy, ClaimedBatch, DeadLetter, DeadLetterCause, EnqueueCounts, Enqueued,
+    HistoryEvent, HistorySubject, Millis, PendingImage, RetryCause, ScanReceipt, Store, StoreError,
+    StoreStats,
 };
-use crate::domain::ScanTarget;
 
 mod admin;
 mod claim;
@@ -54,6 +54,7 @@ mod connection;
 mod digests;
 mod enqueue;
 mod errors;
+mod history;
 mod migrate;
 mod poll_state;
 mod rows;
@@ -66,8 +67,9 @@ use admin::{dead_letters, pending, prune_deliveries, retry_dead_letter, stats};
 use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, WriteTurn, configure_connection, take_turn};
 use errors::{panic_reason, sql_failure};
+use history::{history, prune as prune_history};
 use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
-use settle::{complete, dead_letter, release};
+use settle::{Lease, complete, dead_letter, release};
 use writer::GroupWriter;
 
 /// A group commit takes milliseconds; one still running after this long waits
@@ -89,6 +91,8 @@ pub struct SqliteStore {
     /// blocking tasks, never across an `.await`, so a future that is not being
     /// polled can never hold it. Between processes, `busy_timeout` still rules.
     write_turn: Arc<WriteTurn>,
+    /// `store.history_retention_s = 0` turns history off: nothing is recorded.
+    record_history: bool,
 }
 
 impl SqliteStore {
@@ -147,10 +151,17 @@ impl SqliteStore {
             path: path.to_path_buf(),
             writer,
             write_turn,
+            record_history: true,
         };
         store.ping().await?;
         tracing::debug!(db = %path.display(), pool_size, "sqlite store opened");
         Ok(store)
+    }
+
+    /// Whether images' history is recorded (the default) or not at all.
+    pub fn recording_history(mut self, record_history: bool) -> Self {
+        self.record_history = record_history;
+        self
     }
 
     /// Closes the pool: idle connections close now, the others when they are
@@ -278,15 +289,12 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
-    async fn enqueue(
+    async fn enqueue_arrival(
         &self,
-        delivery: Option<&DeliveryKey>,
-        targets: &[ScanTarget],
+        arrival: &Arrival<'_>,
         now: Millis,
     ) -> Result<Enqueued, StoreError> {
-        self.writer
-            .enqueue(delivery.cloned(), targets.to_vec(), now)
-            .await
+        self.writer.enqueue(arrival, now, self.record_history).await
     }
 
     async fn claim_batch(
@@ -297,8 +305,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<ClaimedBatch>, StoreError> {
         let owner = owner.to_string();
         let policy = *policy;
+        let record_history = self.record_history;
         let claimed = self
-            .write("claim_batch", move |conn| claim(conn, owner, now, policy))
+            .write("claim_batch", move |conn| {
+                claim(conn, owner, now, policy, record_history)
+            })
             .await?;
         if let Some(batch) = &claimed {
             tracing::debug!(
@@ -323,10 +334,18 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete(&self, batch: &ClaimedBatch) -> Result<(), StoreError> {
-        let batch_id = batch.id;
+    async fn complete(
+        &self,
+        batch: &ClaimedBatch,
+        receipt: &ScanReceipt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (batch_id, receipt) = (batch.id, receipt.clone());
+        let record_history = self.record_history;
         let images = self
-            .write("complete", move |conn| complete(conn, batch_id))
+            .write("complete", move |conn| {
+                complete(conn, batch_id, receipt, now, record_history)
+            })
             .await?;
         tracing::debug!(batch_id, images, "completed batch");
         Ok(())
@@ -336,13 +355,19 @@ impl Store for SqliteStore {
         &self,
         batch: &ClaimedBatch,
         not_before: Millis,
-        last_error: &str,
+        cause: &RetryCause,
+        now: Millis,
     ) -> Result<(), StoreError> {
-        let (batch_id, owner, attempt) = (batch.id, batch.owner.clone(), batch.attempt);
-        let last_error = last_error.to_string();
+        let batch_id = batch.id;
+        let lease = Lease {
+            batch_id,
+            owner: batch.owner.clone(),
+            attempt: batch.attempt,
+        };
+        let (cause, record_history) = (cause.clone(), self.record_history);
         let released = self
             .write("release_for_retry", move |conn| {
-                release(conn, batch_id, &owner, attempt, not_before, &last_error)
+                release(conn, lease, not_before, cause, now, record_history)
             })
             .await?;
         if released == 0 {
@@ -358,10 +383,10 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         let batch_id = batch.id;
-        let cause = cause.clone();
+        let (cause, record_history) = (cause.clone(), self.record_history);
         let letter = self
             .write("dead_letter", move |conn| {
-                dead_letter(conn, batch_id, cause, now)
+                dead_letter(conn, batch_id, cause, now, record_history)
             })
             .await?;
         if let Some(letter_id) = letter {
@@ -384,8 +409,9 @@ impl Store for SqliteStore {
         id: i64,
         now: Millis,
     ) -> Result<Option<EnqueueCounts>, StoreError> {
+        let record_history = self.record_history;
         self.write("retry_dead_letter", move |conn| {
-            retry_dead_letter(conn, id, now)
+            retry_dead_letter(conn, id, now, record_history)
         })
         .await
     }
@@ -399,6 +425,23 @@ impl Store for SqliteStore {
             .write("prune_deliveries", move |conn| {
                 prune_deliveries(conn, cutoff)
             })
+            .await?;
+        Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
+    }
+
+    async fn history(
+        &self,
+        subject: &HistorySubject,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let subject = subject.clone();
+        self.run("history", move |conn| history(conn, &subject, limit))
+            .await
+    }
+
+    async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        let pruned = self
+            .write("prune_history", move |conn| prune_history(conn, cutoff))
             .await?;
         Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
     }

@@ -5,11 +5,24 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::claim::batch_images;
 use super::connection::immediate;
+use super::history::{insert_batch_event, keep_batch_images, merge_recent};
 use super::rows::{images_to_json, partition_at};
-use crate::store::{DeadLetterCause, Millis};
+use crate::store::history::BatchEvent;
+use crate::store::{DeadLetterCause, Millis, RetryCause, ScanReceipt};
 
-pub(super) fn complete(conn: &mut Connection, batch_id: i64) -> rusqlite::Result<usize> {
+pub(super) fn complete(
+    conn: &mut Connection,
+    batch_id: i64,
+    receipt: ScanReceipt,
+    now: Millis,
+    record_history: bool,
+) -> rusqlite::Result<usize> {
     let tx = immediate(conn)?;
+    if record_history {
+        keep_batch_images(&tx, batch_id, now)?;
+        insert_batch_event(&tx, &BatchEvent::scanned(batch_id, now, &receipt))?;
+        merge_recent(&tx, false)?;
+    }
     let images = tx
         .prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
         .execute([batch_id])?;
@@ -24,6 +37,7 @@ pub(super) fn dead_letter(
     batch_id: i64,
     cause: DeadLetterCause,
     now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<Option<i64>> {
     let tx = immediate(conn)?;
     let batch = tx
@@ -68,6 +82,11 @@ pub(super) fn dead_letter(
             ),
             |row| row.get(0),
         )?;
+    if record_history {
+        keep_batch_images(&tx, batch_id, now)?;
+        insert_batch_event(&tx, &BatchEvent::dead_letter(batch_id, now, &cause))?;
+        merge_recent(&tx, false)?;
+    }
     tx.prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
         .execute([batch_id])?;
     tx.prepare_cached("DELETE FROM batches WHERE id = ?1")?
@@ -78,20 +97,42 @@ pub(super) fn dead_letter(
 
 /// Gives up the lease so the batch is claimed again at `not_before`; the
 /// number of batches released (0 when the lease was no longer this one).
+/// The lease a release gives up: owner and attempt together name one lease,
+/// so a stale handle, even one from the same owner after its lease ran out,
+/// changes nothing.
+pub(super) struct Lease {
+    pub batch_id: i64,
+    pub owner: String,
+    pub attempt: u32,
+}
+
 pub(super) fn release(
     conn: &mut Connection,
-    batch_id: i64,
-    owner: &str,
-    attempt: u32,
+    lease: Lease,
     not_before: Millis,
-    last_error: &str,
+    cause: RetryCause,
+    now: Millis,
+    record_history: bool,
 ) -> rusqlite::Result<usize> {
-    // Owner and attempt together name one lease: a stale handle, even
-    // one from the same owner after its lease ran out, changes nothing.
-    conn.prepare_cached(
-        "UPDATE batches
-                     SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
-                     WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
-    )?
-    .execute((batch_id, owner, attempt, not_before, last_error))
+    let tx = immediate(conn)?;
+    let released = tx
+        .prepare_cached(
+            "UPDATE batches
+             SET owner = NULL, lease_until = NULL, next_attempt_at = ?4, last_error = ?5
+             WHERE id = ?1 AND owner = ?2 AND attempts = ?3",
+        )?
+        .execute((
+            lease.batch_id,
+            &lease.owner,
+            lease.attempt,
+            not_before,
+            &cause.reason,
+        ))?;
+    // Its images stay pending: their history is still the queue's, and only
+    // the batch's fact is new.
+    if released > 0 && record_history {
+        insert_batch_event(&tx, &BatchEvent::retried(lease.batch_id, now, &cause))?;
+    }
+    tx.commit()?;
+    Ok(released)
 }

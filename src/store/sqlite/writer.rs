@@ -21,9 +21,8 @@ use rusqlite::Connection;
 use super::connection::{Patience, WriteTurn, configure_connection, take_turn};
 use super::enqueue::commit_group;
 use super::errors::panic_reason;
-use crate::domain::ScanTarget;
 use crate::store::group_commit::GroupCommit;
-use crate::store::{DeliveryKey, Enqueued, Millis, StoreError};
+use crate::store::{Arrival, Enqueued, Millis, StoreError};
 
 /// What the store and its writer thread share.
 #[derive(Debug, Default)]
@@ -113,14 +112,14 @@ impl GroupWriter {
     /// committed (or failed).
     pub async fn enqueue(
         &self,
-        delivery: Option<DeliveryKey>,
-        targets: Vec<ScanTarget>,
+        arrival: &Arrival<'_>,
         now: Millis,
+        record_history: bool,
     ) -> Result<Enqueued, StoreError> {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Err(unavailable(&self.path, "the store is closed"));
         }
-        let answer = self.shared.group.queue(delivery, targets, now);
+        let answer = self.shared.group.queue(arrival, now, record_history);
         self.thread.unpark();
         if self.shared.ended.load(Ordering::SeqCst) {
             // The writer ended after the check above: it may not have seen
