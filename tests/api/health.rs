@@ -96,10 +96,10 @@ async fn a_stuck_store_fails_readiness_and_webhooks_and_counts_store_errors() {
         ),
         1.0
     );
-    assert_eq!(
-        scrape.get(&metric_name("store_errors_total"), &[("operation", "ping")]),
-        1.0
-    );
+    // At least the ping that turned readiness off; one more when the first
+    // probe after the ROLLBACK comes before the writer, sleeping in SQLite's
+    // busy handler, has noticed the lock is free.
+    assert!(scrape.get(&metric_name("store_errors_total"), &[("operation", "ping")]) >= 1.0);
     // Ready, not ready (the one failed ping), ready again: three changes.
     assert_eq!(scrape.get(&metric_name("ready"), &[]), 1.0);
     assert_eq!(
