@@ -489,8 +489,10 @@ async fn a_digest_acknowledged_before_a_sigkill_is_resolved_after_the_restart() 
     let hss = FakeHss::start(AK, SK).await;
     let swr = FakeSwr::start(hss.credentials(), PROJECT_ID, INSTANCE_ID).await;
     swr.put_artifact("team-a", REPOSITORY, DIGEST_A, &["v9"]);
-    // SWR hangs until the process is dead: the 202 came, the resolution did not.
-    swr.respond_with_sequence(vec![Reply::status(503).delayed(Duration::from_secs(5))]);
+    // SWR hangs until the process is dead: the 202 came, the resolution did
+    // not. Every ask hangs, not only the first: an ask cut short by its lease
+    // is asked again, and under load the kill could come after that second ask.
+    swr.answer_after(Duration::from_secs(60));
     let dir = tempfile::tempdir().expect("dir");
     let store_url = format!("sqlite://{}", dir.path().join("bridge.db").display());
     let port = free_port();
@@ -511,6 +513,7 @@ async fn a_digest_acknowledged_before_a_sigkill_is_resolved_after_the_restart() 
     .await;
     bridge.kill().await;
     assert!(hss.requests().is_empty(), "nothing scanned before the kill");
+    swr.answer_after(Duration::ZERO);
 
     let restarted = BridgeProcess::start_in(dir.path(), &config, &[]).await;
     wait_until(Duration::from_secs(20), "the tag scanned", || async {
@@ -521,20 +524,32 @@ async fn a_digest_acknowledged_before_a_sigkill_is_resolved_after_the_restart() 
     // right after the commit that queued the tag, which under load may come
     // after the tag already reached HSS).
     let metrics_url = restarted.url("/metrics");
-    wait_until(
-        Duration::from_secs(10),
-        "the restarted bridge counting the resolution",
-        || async {
-            let text = match reqwest::get(&metrics_url).await {
-                Ok(response) => response.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            text.lines().any(|line| {
-                line == "swr_scan_bridge_digest_resolutions_total{outcome=\"resolved\"} 1"
-            })
-        },
-    )
-    .await;
+    let resolutions_line = "swr_scan_bridge_digest_resolutions_total{outcome=\"resolved\"} ";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = match reqwest::get(&metrics_url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let resolved: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(resolutions_line))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0);
+        if resolved >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted bridge never counted the resolution; its resolution counters:\n{}\nits log:\n{}",
+            text.lines()
+                .filter(|line| line.contains("digest_resolutions_total"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            restarted.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(restarted);
 }
 
