@@ -122,12 +122,11 @@ impl DigestQueue for PostgresStore {
             let mut counts = EnqueueCounts::default();
             let mut records = Vec::new();
             for digest in digests {
-                if insert_digest(&tx, digest, now).await? {
-                    counts.accepted += 1;
-                } else {
+                let stored = insert_digest(&tx, digest, now).await?;
+                if !stored {
                     records.push(duplicate(digest, ALREADY_PENDING));
-                    counts.duplicates += 1;
                 }
+                counts.count(stored);
             }
             if self.record_history {
                 history::insert_records(&tx, &records, now).await?;

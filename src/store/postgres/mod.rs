@@ -275,14 +275,7 @@ impl Store for PostgresStore {
         })
         .await?;
         if let Some(batch) = &claimed {
-            tracing::debug!(
-                batch_id = batch.id,
-                partition = %batch.partition,
-                images = batch.images.len(),
-                attempt = batch.attempt,
-                owner,
-                "claimed batch"
-            );
+            batch.log_claimed();
         }
         Ok(claimed)
     }
@@ -590,11 +583,7 @@ impl Store for PostgresStore {
                 )));
             };
             if let Some(digest) = digests::unresolved_of(&letter)? {
-                if digests::insert_digest(&tx, &digest, now).await? {
-                    counts.accepted += 1;
-                } else {
-                    counts.duplicates += 1;
-                }
+                counts.count(digests::insert_digest(&tx, &digest, now).await?);
             }
             tx.commit().await.map_err(from_postgres)?;
             tracing::info!(

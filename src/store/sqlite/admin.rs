@@ -36,11 +36,7 @@ pub(super) fn retry_dead_letter(
     };
     let mut counts = EnqueueCounts::default();
     if let Some(digest) = &unresolved {
-        if digests::insert_digest(&tx, digest, now)? {
-            counts.accepted += 1;
-        } else {
-            counts.duplicates += 1;
-        }
+        counts.count(digests::insert_digest(&tx, digest, now)?);
     }
     for image in images {
         let target = ScanTarget {
@@ -49,11 +45,8 @@ pub(super) fn retry_dead_letter(
             instance_url: image.instance_url,
             digest: image.digest,
         };
-        if insert_unbatched(&tx, &target, ADMIN_SOURCE, now, record_history)? {
-            counts.accepted += 1;
-        } else {
-            counts.duplicates += 1;
-        }
+        let stored = insert_unbatched(&tx, &target, ADMIN_SOURCE, now, record_history)?;
+        counts.count(stored);
     }
     tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
         .execute([letter_id])?;

@@ -108,12 +108,11 @@ fn enqueue_digests(
     }
     let mut counts = EnqueueCounts::default();
     for digest in &digests {
-        if insert_digest(&tx, digest, now)? {
-            counts.accepted += 1;
-        } else {
+        let stored = insert_digest(&tx, digest, now)?;
+        if !stored {
             duplicate(&tx, digest, ALREADY_PENDING)?;
-            counts.duplicates += 1;
         }
+        counts.count(stored);
     }
     tx.commit()?;
     Ok(Enqueued::Stored(counts))
