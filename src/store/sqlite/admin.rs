@@ -1,12 +1,14 @@
 //! What operators see and do (`/admin/*`, `/readyz`, metrics): listings,
 //! stats, dead-letter retry, pruning of old delivery ids.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::connection::immediate;
 use super::digests;
 use super::enqueue::insert_unbatched;
-use super::rows::{count_at, image_ref_at, images_from_json, partition_at, sql_count};
+use super::rows::{
+    count_at, image_ref_at, images_from_json, optional_row, partition_at, sql_count,
+};
 use crate::domain::ScanTarget;
 use crate::store::history::ADMIN_SOURCE;
 use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
@@ -18,19 +20,19 @@ pub(super) fn retry_dead_letter(
     record_history: bool,
 ) -> rusqlite::Result<Option<EnqueueCounts>> {
     let tx = immediate(conn)?;
-    let letter = tx
-        .prepare_cached(
-            "SELECT image_type, instance_id, enterprise_project_id, images, unresolved
-             FROM dead_letters WHERE id = ?1",
-        )?
-        .query_row([letter_id], |row| {
+    let letter = optional_row(
+        &tx,
+        "SELECT image_type, instance_id, enterprise_project_id, images, unresolved
+         FROM dead_letters WHERE id = ?1",
+        [letter_id],
+        |row| {
             Ok((
                 partition_at(row, 0)?,
                 images_from_json(row, 3)?,
                 digests::unresolved_from_json(row, 4)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((partition, images, unresolved)) = letter else {
         return Ok(None);
     };

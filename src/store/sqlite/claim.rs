@@ -1,11 +1,10 @@
 //! Picking the next batch to send, and when one will be due.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::connection::immediate;
 use super::history::insert_batch_event;
-use super::rows::{partition_at, sql_count};
-use crate::domain::ImageRef;
+use super::rows::{image_ref_at, optional_row, partition_at, sql_count};
 use crate::store::history::BatchEvent;
 use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis};
 
@@ -105,11 +104,7 @@ pub(super) fn batch_images(conn: &Connection, batch_id: i64) -> rusqlite::Result
     conn.prepare_cached(BATCH_IMAGES_SQL)?
         .query_map([batch_id], |row| {
             Ok(BatchImage {
-                image: ImageRef::new(
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ),
+                image: image_ref_at(row, 0)?,
                 instance_url: row.get(3)?,
                 digest: row.get(4)?,
             })
@@ -125,10 +120,8 @@ pub(super) fn claim(
     record_history: bool,
 ) -> rusqlite::Result<Option<ClaimedBatch>> {
     let tx = immediate(conn)?;
-    let reclaimable: Option<i64> = tx
-        .prepare_cached(RECLAIMABLE_BATCH_SQL)?
-        .query_row([now], |row| row.get(0))
-        .optional()?;
+    let reclaimable: Option<i64> =
+        optional_row(&tx, RECLAIMABLE_BATCH_SQL, [now], |row| row.get(0))?;
     let batch_id = match reclaimable {
         Some(batch_id) => batch_id,
         None => {
