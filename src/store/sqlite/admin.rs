@@ -7,7 +7,7 @@ use super::connection::immediate;
 use super::digests;
 use super::enqueue::insert_unbatched;
 use super::rows::{
-    count_at, image_ref_at, images_from_json, optional_row, partition_at, sql_count,
+    all_rows, count_at, image_ref_at, images_from_json, optional_row, partition_at, sql_count,
 };
 use crate::domain::ScanTarget;
 use crate::store::history::ADMIN_SOURCE;
@@ -57,50 +57,52 @@ pub(super) fn retry_dead_letter(
 }
 
 pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<PendingImage>> {
-    conn.prepare_cached(
+    all_rows(
+        conn,
         "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
                         instance_url, enqueued_at, batch_id, digest
                  FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
-    )?
-    .query_map([sql_count(limit)], |row| {
-        Ok(PendingImage {
-            partition: partition_at(row, 0)?,
-            image: image_ref_at(row, 3)?,
-            instance_url: row.get(6)?,
-            digest: row.get(9)?,
-            enqueued_at: row.get(7)?,
-            batch_id: row.get(8)?,
-        })
-    })?
-    .collect()
+        [sql_count(limit)],
+        |row| {
+            Ok(PendingImage {
+                partition: partition_at(row, 0)?,
+                image: image_ref_at(row, 3)?,
+                instance_url: row.get(6)?,
+                digest: row.get(9)?,
+                enqueued_at: row.get(7)?,
+                batch_id: row.get(8)?,
+            })
+        },
+    )
 }
 
 pub(super) fn dead_letters(
     conn: &mut Connection,
     limit: usize,
 ) -> rusqlite::Result<Vec<DeadLetter>> {
-    conn.prepare_cached(
+    all_rows(
+        conn,
         "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
                         error_code, error_msg, request_id, attempts, failed_at, unresolved
                  FROM dead_letters ORDER BY id DESC LIMIT ?1",
-    )?
-    .query_map([sql_count(limit)], |row| {
-        Ok(DeadLetter {
-            id: row.get(0)?,
-            partition: partition_at(row, 1)?,
-            images: images_from_json(row, 4)?,
-            unresolved: digests::unresolved_from_json(row, 11)?,
-            cause: DeadLetterCause {
-                http_status: row.get(5)?,
-                error_code: row.get(6)?,
-                error_msg: row.get(7)?,
-                request_id: row.get(8)?,
-            },
-            attempts: row.get(9)?,
-            failed_at: row.get(10)?,
-        })
-    })?
-    .collect()
+        [sql_count(limit)],
+        |row| {
+            Ok(DeadLetter {
+                id: row.get(0)?,
+                partition: partition_at(row, 1)?,
+                images: images_from_json(row, 4)?,
+                unresolved: digests::unresolved_from_json(row, 11)?,
+                cause: DeadLetterCause {
+                    http_status: row.get(5)?,
+                    error_code: row.get(6)?,
+                    error_msg: row.get(7)?,
+                    request_id: row.get(8)?,
+                },
+                attempts: row.get(9)?,
+                failed_at: row.get(10)?,
+            })
+        },
+    )
 }
 
 /// The oldest pending image's enqueue time, through the indexes the claims

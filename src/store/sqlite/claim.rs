@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::connection::immediate;
 use super::history::insert_batch_event;
-use super::rows::{image_ref_at, optional_row, partition_at, sql_count};
+use super::rows::{all_rows, image_ref_at, optional_row, partition_at, sql_count};
 use crate::store::history::BatchEvent;
 use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis};
 
@@ -89,27 +89,28 @@ fn waiting_partitions(
     conn: &Connection,
     policy: &BatchPolicy,
 ) -> rusqlite::Result<Vec<WaitingPartition>> {
-    conn.prepare_cached(WAITING_PARTITIONS_SQL)?
-        .query_map([sql_count(effective_max_images(policy))], |row| {
+    all_rows(
+        conn,
+        WAITING_PARTITIONS_SQL,
+        [sql_count(effective_max_images(policy))],
+        |row| {
             Ok(WaitingPartition {
                 key: row.get(0)?,
                 oldest: row.get(1)?,
                 full: row.get::<_, Option<Millis>>(2)?.is_some(),
             })
-        })?
-        .collect()
+        },
+    )
 }
 
 pub(super) fn batch_images(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchImage>> {
-    conn.prepare_cached(BATCH_IMAGES_SQL)?
-        .query_map([batch_id], |row| {
-            Ok(BatchImage {
-                image: image_ref_at(row, 0)?,
-                instance_url: row.get(3)?,
-                digest: row.get(4)?,
-            })
-        })?
-        .collect()
+    all_rows(conn, BATCH_IMAGES_SQL, [batch_id], |row| {
+        Ok(BatchImage {
+            image: image_ref_at(row, 0)?,
+            instance_url: row.get(3)?,
+            digest: row.get(4)?,
+        })
+    })
 }
 
 pub(super) fn claim(

@@ -10,7 +10,7 @@ use super::SqliteStore;
 use super::connection::immediate;
 use super::enqueue::insert_unbatched;
 use super::history::insert_record;
-use super::rows::{optional_row, partition_at, sql_count};
+use super::rows::{all_rows, optional_row, partition_at, sql_count};
 use crate::store::history::{
     ALREADY_PENDING, EventKind, KeyedRecord, REDELIVERY, digest_ending_records,
 };
@@ -262,12 +262,12 @@ fn insert_dead_letter(
 }
 
 fn waiting_digests(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<WaitingDigest>> {
-    conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {DIGEST_COLUMNS}, enqueued_at, next_attempt_at, untagged_answers, failures,
                 last_error
          FROM pending_digests ORDER BY enqueued_at, id LIMIT ?1"
-    ))?
-    .query_map([sql_count(limit)], |row| {
+    );
+    all_rows(conn, &sql, [sql_count(limit)], |row| {
         Ok(WaitingDigest {
             digest: digest_at(row, 0)?,
             enqueued_at: row.get(8)?,
@@ -276,8 +276,7 @@ fn waiting_digests(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<
             failures: row.get(11)?,
             last_error: row.get(12)?,
         })
-    })?
-    .collect()
+    })
 }
 
 #[async_trait]

@@ -67,3 +67,13 @@ pub(super) fn optional_row<T>(
 ) -> rusqlite::Result<Option<T>> {
     conn.prepare_cached(sql)?.query_row(params, read).optional()
 }
+
+/// Every row `sql` finds for `params`, each read by `read`.
+pub(super) fn all_rows<T, B: FromIterator<T>>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<B> {
+    conn.prepare_cached(sql)?.query_map(params, read)?.collect()
+}
