@@ -144,6 +144,19 @@ impl PostgresStore {
         .await
     }
 
+    /// [`PostgresStore::query_rows`] for a statement that returns one row at
+    /// most (a lookup by primary key, a claim of one row): that row, if any.
+    async fn query_row<T>(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: impl Fn(&Row) -> Result<T, StoreError> + Send,
+    ) -> Result<Option<T>, StoreError> {
+        let mut rows = self.query_rows(operation, sql, params, read).await?;
+        Ok(rows.pop())
+    }
+
     /// Runs `sql` (prepared once per connection) on a pooled connection
     /// within the operation timeout; how many rows it changed.
     async fn execute(
