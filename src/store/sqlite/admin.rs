@@ -3,6 +3,7 @@
 
 use rusqlite::Connection;
 
+use super::claim::waiting_partitions_cte;
 use super::connection::immediate;
 use super::digests;
 use super::enqueue::insert_unbatched;
@@ -109,21 +110,17 @@ pub(super) fn dead_letters(
 /// use (there is no index on `enqueued_at` alone: every image would pay for
 /// its update): the oldest waiting image of each partition, one seek per
 /// partition, and the oldest of the few images in flight.
-pub(super) const OLDEST_PENDING_SQL: &str = "
-    WITH RECURSIVE waiting (partition_key) AS (
-        SELECT MIN(partition_key) FROM pending_images WHERE batch_id IS NULL
-        UNION ALL
-        SELECT (SELECT MIN(p.partition_key) FROM pending_images AS p
-                WHERE p.batch_id IS NULL AND p.partition_key > waiting.partition_key)
-        FROM waiting WHERE waiting.partition_key IS NOT NULL
-    )
+pub(super) const OLDEST_PENDING_SQL: &str = concat!(
+    waiting_partitions_cte!(),
+    "
     SELECT MIN(oldest) FROM (
         SELECT (SELECT MIN(p.enqueued_at) FROM pending_images AS p
                 WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key) AS oldest
         FROM waiting AS w WHERE w.partition_key IS NOT NULL
         UNION ALL
         SELECT MIN(enqueued_at) FROM pending_images WHERE batch_id IS NOT NULL
-    )";
+    )"
+);
 
 pub(super) fn stats(conn: &mut Connection) -> rusqlite::Result<StoreStats> {
     // One read transaction: both statements see the same snapshot.

@@ -8,18 +8,30 @@ use super::rows::{all_rows, image_ref_at, optional_row, partition_at, sql_count}
 use crate::store::history::BatchEvent;
 use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis};
 
-/// Each partition with waiting images: its key, its oldest image's enqueue
-/// time, and the enqueue time of its `?1`-th oldest (NULL when it holds fewer,
-/// i.e. it is not full). Walks the partitions through the index one seek at a
-/// time, so the cost grows with the number of partitions, not of images.
-pub(super) const WAITING_PARTITIONS_SQL: &str = "
+/// The `waiting` CTE: the key of every partition with waiting images, one
+/// index seek per partition rather than a read of every image. A macro rather
+/// than a const so that `concat!` can start statements with it.
+macro_rules! waiting_partitions_cte {
+    () => {
+        "
     WITH RECURSIVE waiting (partition_key) AS (
         SELECT MIN(partition_key) FROM pending_images WHERE batch_id IS NULL
         UNION ALL
         SELECT (SELECT MIN(p.partition_key) FROM pending_images AS p
                 WHERE p.batch_id IS NULL AND p.partition_key > waiting.partition_key)
         FROM waiting WHERE waiting.partition_key IS NOT NULL
-    )
+    )"
+    };
+}
+pub(super) use waiting_partitions_cte;
+
+/// Each partition with waiting images: its key, its oldest image's enqueue
+/// time, and the enqueue time of its `?1`-th oldest (NULL when it holds fewer,
+/// i.e. it is not full). Walks the partitions through the index one seek at a
+/// time, so the cost grows with the number of partitions, not of images.
+pub(super) const WAITING_PARTITIONS_SQL: &str = concat!(
+    waiting_partitions_cte!(),
+    "
     SELECT w.partition_key,
            (SELECT MIN(p.enqueued_at) FROM pending_images AS p
             WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key),
@@ -27,7 +39,8 @@ pub(super) const WAITING_PARTITIONS_SQL: &str = "
             WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key
             ORDER BY p.enqueued_at, p.id LIMIT 1 OFFSET ?1 - 1)
     FROM waiting AS w
-    WHERE w.partition_key IS NOT NULL";
+    WHERE w.partition_key IS NOT NULL"
+);
 
 /// The batch that may be (re)claimed soonest: `next_attempt_at` is the lease
 /// end while leased and the retry time once released.
