@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::BatchSettings;
 use crate::domain::PositiveMillis;
 use crate::hss::{ScanOutcome, ScanSender};
-use crate::ops::metrics::{Metrics, status_class};
+use crate::ops::metrics::Metrics;
 use crate::store::{
     BatchPolicy, ClaimedBatch, DeadLetterCause, Millis, RetryCause, ScanReceipt, Store,
 };
@@ -251,32 +251,31 @@ impl Batcher {
                 *status
             }
         };
-        let class = status_class(status);
         let api = self.sender.api().as_str();
-        self.metrics
-            .hss_requests
-            .with_label_values(&[api, class])
-            .inc();
-        self.metrics
-            .hss_request_seconds
-            .with_label_values(&[api, class])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record_hss_request(api, status, elapsed);
+
+        // The fields every outcome's log line carries, then the outcome's own.
+        macro_rules! batch_event {
+            ($level:ident, $request_id:expr, $($outcome_fields:tt)*) => {
+                tracing::$level!(
+                    batch_id = batch.id,
+                    partition = %batch.partition,
+                    images = batch.images.len(),
+                    attempt = batch.attempt,
+                    status,
+                    hss_request_id = $request_id.as_deref().unwrap_or(""),
+                    duration_ms = elapsed.as_millis() as u64,
+                    $($outcome_fields)*
+                )
+            };
+        }
 
         let settled = match &outcome {
             ScanOutcome::Accepted {
                 status: hss_status,
                 request_id,
             } => {
-                tracing::info!(
-                    batch_id = batch.id,
-                    partition = %batch.partition,
-                    images = batch.images.len(),
-                    attempt = batch.attempt,
-                    status,
-                    hss_request_id = request_id.as_deref().unwrap_or(""),
-                    duration_ms = elapsed.as_millis() as u64,
-                    "batch accepted by HSS"
-                );
+                batch_event!(info, request_id, "batch accepted by HSS");
                 self.metrics.batches.with_label_values(&["accepted"]).inc();
                 self.metrics
                     .batch_size
@@ -299,14 +298,9 @@ impl Batcher {
                 ..
             } => {
                 let delay = self.backoff.delay(batch.attempt, *retry_after);
-                tracing::warn!(
-                    batch_id = batch.id,
-                    partition = %batch.partition,
-                    images = batch.images.len(),
-                    attempt = batch.attempt,
-                    status,
-                    hss_request_id = request_id.as_deref().unwrap_or(""),
-                    duration_ms = elapsed.as_millis() as u64,
+                batch_event!(
+                    warn,
+                    request_id,
                     retry_in_ms = delay.as_millis() as u64,
                     reason = %reason,
                     "batch will be retried"
@@ -331,14 +325,9 @@ impl Batcher {
                 request_id,
                 ..
             } => {
-                tracing::error!(
-                    batch_id = batch.id,
-                    partition = %batch.partition,
-                    images = batch.images.len(),
-                    attempt = batch.attempt,
-                    status,
-                    hss_request_id = request_id.as_deref().unwrap_or(""),
-                    duration_ms = elapsed.as_millis() as u64,
+                batch_event!(
+                    error,
+                    request_id,
                     error_code = error_code.as_deref().unwrap_or(""),
                     error_msg = %error_msg,
                     "batch refused by HSS; moved to dead letters"

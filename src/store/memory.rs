@@ -253,11 +253,7 @@ impl Store for MemoryStore {
         }
         let mut counts = EnqueueCounts::default();
         for target in arrival.targets {
-            if state.insert_unbatched(target, arrival.source, now) {
-                counts.accepted += 1;
-            } else {
-                counts.duplicates += 1;
-            }
+            counts.count(state.insert_unbatched(target, arrival.source, now));
         }
         Ok(Enqueued::Stored(counts))
     }
@@ -443,11 +439,7 @@ impl Store for MemoryStore {
         };
         let mut counts = EnqueueCounts::default();
         if let Some(digest) = &letter.unresolved {
-            if state.insert_digest(digest, now) {
-                counts.accepted += 1;
-            } else {
-                counts.duplicates += 1;
-            }
+            counts.count(state.insert_digest(digest, now));
         }
         for image in &letter.images {
             let target = ScanTarget {
@@ -456,11 +448,7 @@ impl Store for MemoryStore {
                 instance_url: image.instance_url.clone(),
                 digest: image.digest.clone(),
             };
-            if state.insert_unbatched(&target, ADMIN_SOURCE, now) {
-                counts.accepted += 1;
-            } else {
-                counts.duplicates += 1;
-            }
+            counts.count(state.insert_unbatched(&target, ADMIN_SOURCE, now));
         }
         Ok(Some(counts))
     }
@@ -550,14 +538,13 @@ impl DigestQueue for MemoryStore {
         }
         let mut counts = EnqueueCounts::default();
         for digest in digests {
-            if state.insert_digest(digest, now) {
-                counts.accepted += 1;
-            } else {
+            let stored = state.insert_digest(digest, now);
+            if !stored {
                 state
                     .history
                     .record(duplicate(digest, ALREADY_PENDING), now);
-                counts.duplicates += 1;
             }
+            counts.count(stored);
         }
         Ok(Enqueued::Stored(counts))
     }

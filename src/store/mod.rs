@@ -77,6 +77,18 @@ pub struct EnqueueCounts {
     pub duplicates: usize,
 }
 
+impl EnqueueCounts {
+    /// Tallies one image (or digest): `stored` when it became a new pending
+    /// row, else it was already pending.
+    pub fn count(&mut self, stored: bool) {
+        if stored {
+            self.accepted += 1;
+        } else {
+            self.duplicates += 1;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Stored(EnqueueCounts),
@@ -113,6 +125,20 @@ pub struct ClaimedBatch {
     /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: u32,
     pub lease_until: Millis,
+}
+
+impl ClaimedBatch {
+    /// The debug line a store writes when it hands out a batch.
+    pub fn log_claimed(&self) {
+        tracing::debug!(
+            batch_id = self.id,
+            partition = %self.partition,
+            images = self.images.len(),
+            attempt = self.attempt,
+            owner = %self.owner,
+            "claimed batch"
+        );
+    }
 }
 
 /// Why HSS refused a batch for good.

@@ -122,12 +122,11 @@ impl DigestQueue for PostgresStore {
             let mut counts = EnqueueCounts::default();
             let mut records = Vec::new();
             for digest in digests {
-                if insert_digest(&tx, digest, now).await? {
-                    counts.accepted += 1;
-                } else {
+                let stored = insert_digest(&tx, digest, now).await?;
+                if !stored {
                     records.push(duplicate(digest, ALREADY_PENDING));
-                    counts.duplicates += 1;
                 }
+                counts.count(stored);
             }
             if self.record_history {
                 history::insert_records(&tx, &records, now).await?;
@@ -144,14 +143,12 @@ impl DigestQueue for PostgresStore {
         now: Millis,
         lease_ms: Millis,
     ) -> Result<Option<ClaimedDigest>, StoreError> {
-        bounded("claim_digest", async {
-            let client = self.client().await?;
-            let lease_until = now.saturating_add(lease_ms);
-            // SKIP LOCKED: a digest another replica is taking right now is not
-            // ours; the row lock re-checks due-ness against its latest version.
-            let row = client
-                .query_opt(
-                    "UPDATE pending_digests
+        let lease_until = now.saturating_add(lease_ms);
+        // SKIP LOCKED: a digest another replica is taking right now is not
+        // ours; the row lock re-checks due-ness against its latest version.
+        self.query_row(
+            "claim_digest",
+            "UPDATE pending_digests
                      SET owner = $1, claims = claims + 1, next_attempt_at = $2
                      WHERE id = (
                          SELECT id FROM pending_digests
@@ -162,24 +159,20 @@ impl DigestQueue for PostgresStore {
                      RETURNING id, source, image_type, instance_id, enterprise_project_id,
                                namespace, name, digest, instance_url, claims,
                                untagged_answers, failures, enqueued_at",
-                    &[&owner, &lease_until, &now],
-                )
-                .await
-                .map_err(from_postgres)?;
-            row.map(|row| {
+            &[&owner, &lease_until, &now],
+            |row| {
                 Ok(ClaimedDigest {
-                    id: get(&row, "id")?,
+                    id: get(row, "id")?,
                     owner: owner.to_string(),
-                    claim: counter_of(&row, "claims")?,
+                    claim: counter_of(row, "claims")?,
                     lease_until,
-                    digest: digest_of(&row)?,
-                    untagged_answers: counter_of(&row, "untagged_answers")?,
-                    failures: counter_of(&row, "failures")?,
-                    enqueued_at: get(&row, "enqueued_at")?,
+                    digest: digest_of(row)?,
+                    untagged_answers: counter_of(row, "untagged_answers")?,
+                    failures: counter_of(row, "failures")?,
+                    enqueued_at: get(row, "enqueued_at")?,
                 })
-            })
-            .transpose()
-        })
+            },
+        )
         .await
     }
 
@@ -284,31 +277,24 @@ impl DigestQueue for PostgresStore {
     }
 
     async fn waiting_digests(&self, limit: usize) -> Result<Vec<WaitingDigest>, StoreError> {
-        bounded("waiting_digests", async {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT source, image_type, instance_id, enterprise_project_id, namespace,
-                            name, digest, instance_url, enqueued_at, next_attempt_at,
-                            untagged_answers, failures, last_error
-                     FROM pending_digests ORDER BY enqueued_at, id LIMIT $1",
-                    &[&as_bigint(limit)],
-                )
-                .await
-                .map_err(from_postgres)?
-                .iter()
-                .map(|row| {
-                    Ok(WaitingDigest {
-                        digest: digest_of(row)?,
-                        enqueued_at: get(row, "enqueued_at")?,
-                        next_attempt_at: get(row, "next_attempt_at")?,
-                        untagged_answers: counter_of(row, "untagged_answers")?,
-                        failures: counter_of(row, "failures")?,
-                        last_error: get(row, "last_error")?,
-                    })
+        self.query_rows(
+            "waiting_digests",
+            "SELECT source, image_type, instance_id, enterprise_project_id, namespace,
+                    name, digest, instance_url, enqueued_at, next_attempt_at,
+                    untagged_answers, failures, last_error
+             FROM pending_digests ORDER BY enqueued_at, id LIMIT $1",
+            &[&as_bigint(limit)],
+            |row| {
+                Ok(WaitingDigest {
+                    digest: digest_of(row)?,
+                    enqueued_at: get(row, "enqueued_at")?,
+                    next_attempt_at: get(row, "next_attempt_at")?,
+                    untagged_answers: counter_of(row, "untagged_answers")?,
+                    failures: counter_of(row, "failures")?,
+                    last_error: get(row, "last_error")?,
                 })
-                .collect()
-        })
+            },
+        )
         .await
     }
 

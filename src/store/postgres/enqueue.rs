@@ -365,11 +365,7 @@ impl<'a> GroupPlan<'a> {
                         );
                         // The first webhook naming an inserted image is the
                         // one that stored it; later ones found it pending.
-                        if inserted.remove(&key) {
-                            counts.accepted += 1;
-                        } else {
-                            counts.duplicates += 1;
-                        }
+                        counts.count(inserted.remove(&key));
                     }
                     Enqueued::Stored(counts)
                 }

@@ -144,6 +144,19 @@ impl PostgresStore {
         .await
     }
 
+    /// [`PostgresStore::query_rows`] for a statement that returns one row at
+    /// most (a lookup by primary key, a claim of one row): that row, if any.
+    async fn query_row<T>(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: impl Fn(&Row) -> Result<T, StoreError> + Send,
+    ) -> Result<Option<T>, StoreError> {
+        let mut rows = self.query_rows(operation, sql, params, read).await?;
+        Ok(rows.pop())
+    }
+
     /// Runs `sql` (prepared once per connection) on a pooled connection
     /// within the operation timeout; how many rows it changed.
     async fn execute(
@@ -275,14 +288,7 @@ impl Store for PostgresStore {
         })
         .await?;
         if let Some(batch) = &claimed {
-            tracing::debug!(
-                batch_id = batch.id,
-                partition = %batch.partition,
-                images = batch.images.len(),
-                attempt = batch.attempt,
-                owner,
-                "claimed batch"
-            );
+            batch.log_claimed();
         }
         Ok(claimed)
     }
@@ -590,11 +596,7 @@ impl Store for PostgresStore {
                 )));
             };
             if let Some(digest) = digests::unresolved_of(&letter)? {
-                if digests::insert_digest(&tx, &digest, now).await? {
-                    counts.accepted += 1;
-                } else {
-                    counts.duplicates += 1;
-                }
+                counts.count(digests::insert_digest(&tx, &digest, now).await?);
             }
             tx.commit().await.map_err(from_postgres)?;
             tracing::info!(

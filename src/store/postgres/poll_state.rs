@@ -50,16 +50,13 @@ impl PollStateStore for PostgresStore {
         source: &str,
         scope: &str,
     ) -> Result<Option<Millis>, StoreError> {
-        let mut watermarks = self
-            .query_rows(
-                "poll_watermark",
-                "SELECT watermark FROM poll_watermarks WHERE source = $1 AND scope = $2",
-                &[&source, &scope],
-                |row| get(row, "watermark"),
-            )
-            .await?;
-        // The primary key: one row at most.
-        Ok(watermarks.pop())
+        self.query_row(
+            "poll_watermark",
+            "SELECT watermark FROM poll_watermarks WHERE source = $1 AND scope = $2",
+            &[&source, &scope],
+            |row| get(row, "watermark"),
+        )
+        .await
     }
 
     async fn raise_poll_watermark(
@@ -134,22 +131,19 @@ impl PollStateStore for PostgresStore {
         &self,
         repository: &PolledRepository,
     ) -> Result<Option<RepositoryRead>, StoreError> {
-        let mut reads = self
-            .query_rows(
-                "repository_read",
-                "SELECT updated_at, read_at FROM poll_read_repositories
+        self.query_row(
+            "repository_read",
+            "SELECT updated_at, read_at FROM poll_read_repositories
                  WHERE source = $1 AND namespace = $2 AND repository = $3",
-                &key_params(repository),
-                |row| {
-                    Ok(RepositoryRead {
-                        updated_at: get(row, "updated_at")?,
-                        read_at: get(row, "read_at")?,
-                    })
-                },
-            )
-            .await?;
-        // The primary key: one row at most.
-        Ok(reads.pop())
+            &key_params(repository),
+            |row| {
+                Ok(RepositoryRead {
+                    updated_at: get(row, "updated_at")?,
+                    read_at: get(row, "read_at")?,
+                })
+            },
+        )
+        .await
     }
 
     async fn record_repository_read(

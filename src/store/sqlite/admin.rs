@@ -1,12 +1,15 @@
 //! What operators see and do (`/admin/*`, `/readyz`, metrics): listings,
 //! stats, dead-letter retry, pruning of old delivery ids.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
+use super::claim::waiting_partitions_cte;
 use super::connection::immediate;
 use super::digests;
 use super::enqueue::insert_unbatched;
-use super::rows::{count_at, image_ref_at, images_from_json, partition_at, sql_count};
+use super::rows::{
+    all_rows, count_at, image_ref_at, images_from_json, optional_row, partition_at, sql_count,
+};
 use crate::domain::ScanTarget;
 use crate::store::history::ADMIN_SOURCE;
 use crate::store::{DeadLetter, DeadLetterCause, EnqueueCounts, Millis, PendingImage, StoreStats};
@@ -18,29 +21,25 @@ pub(super) fn retry_dead_letter(
     record_history: bool,
 ) -> rusqlite::Result<Option<EnqueueCounts>> {
     let tx = immediate(conn)?;
-    let letter = tx
-        .prepare_cached(
-            "SELECT image_type, instance_id, enterprise_project_id, images, unresolved
-             FROM dead_letters WHERE id = ?1",
-        )?
-        .query_row([letter_id], |row| {
+    let letter = optional_row(
+        &tx,
+        "SELECT image_type, instance_id, enterprise_project_id, images, unresolved
+         FROM dead_letters WHERE id = ?1",
+        [letter_id],
+        |row| {
             Ok((
                 partition_at(row, 0)?,
                 images_from_json(row, 3)?,
                 digests::unresolved_from_json(row, 4)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((partition, images, unresolved)) = letter else {
         return Ok(None);
     };
     let mut counts = EnqueueCounts::default();
     if let Some(digest) = &unresolved {
-        if digests::insert_digest(&tx, digest, now)? {
-            counts.accepted += 1;
-        } else {
-            counts.duplicates += 1;
-        }
+        counts.count(digests::insert_digest(&tx, digest, now)?);
     }
     for image in images {
         let target = ScanTarget {
@@ -49,11 +48,8 @@ pub(super) fn retry_dead_letter(
             instance_url: image.instance_url,
             digest: image.digest,
         };
-        if insert_unbatched(&tx, &target, ADMIN_SOURCE, now, record_history)? {
-            counts.accepted += 1;
-        } else {
-            counts.duplicates += 1;
-        }
+        let stored = insert_unbatched(&tx, &target, ADMIN_SOURCE, now, record_history)?;
+        counts.count(stored);
     }
     tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
         .execute([letter_id])?;
@@ -62,71 +58,69 @@ pub(super) fn retry_dead_letter(
 }
 
 pub(super) fn pending(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<PendingImage>> {
-    conn.prepare_cached(
+    all_rows(
+        conn,
         "SELECT image_type, instance_id, enterprise_project_id, namespace, name, tag,
                         instance_url, enqueued_at, batch_id, digest
                  FROM pending_images ORDER BY enqueued_at, id LIMIT ?1",
-    )?
-    .query_map([sql_count(limit)], |row| {
-        Ok(PendingImage {
-            partition: partition_at(row, 0)?,
-            image: image_ref_at(row, 3)?,
-            instance_url: row.get(6)?,
-            digest: row.get(9)?,
-            enqueued_at: row.get(7)?,
-            batch_id: row.get(8)?,
-        })
-    })?
-    .collect()
+        [sql_count(limit)],
+        |row| {
+            Ok(PendingImage {
+                partition: partition_at(row, 0)?,
+                image: image_ref_at(row, 3)?,
+                instance_url: row.get(6)?,
+                digest: row.get(9)?,
+                enqueued_at: row.get(7)?,
+                batch_id: row.get(8)?,
+            })
+        },
+    )
 }
 
 pub(super) fn dead_letters(
     conn: &mut Connection,
     limit: usize,
 ) -> rusqlite::Result<Vec<DeadLetter>> {
-    conn.prepare_cached(
+    all_rows(
+        conn,
         "SELECT id, image_type, instance_id, enterprise_project_id, images, http_status,
                         error_code, error_msg, request_id, attempts, failed_at, unresolved
                  FROM dead_letters ORDER BY id DESC LIMIT ?1",
-    )?
-    .query_map([sql_count(limit)], |row| {
-        Ok(DeadLetter {
-            id: row.get(0)?,
-            partition: partition_at(row, 1)?,
-            images: images_from_json(row, 4)?,
-            unresolved: digests::unresolved_from_json(row, 11)?,
-            cause: DeadLetterCause {
-                http_status: row.get(5)?,
-                error_code: row.get(6)?,
-                error_msg: row.get(7)?,
-                request_id: row.get(8)?,
-            },
-            attempts: row.get(9)?,
-            failed_at: row.get(10)?,
-        })
-    })?
-    .collect()
+        [sql_count(limit)],
+        |row| {
+            Ok(DeadLetter {
+                id: row.get(0)?,
+                partition: partition_at(row, 1)?,
+                images: images_from_json(row, 4)?,
+                unresolved: digests::unresolved_from_json(row, 11)?,
+                cause: DeadLetterCause {
+                    http_status: row.get(5)?,
+                    error_code: row.get(6)?,
+                    error_msg: row.get(7)?,
+                    request_id: row.get(8)?,
+                },
+                attempts: row.get(9)?,
+                failed_at: row.get(10)?,
+            })
+        },
+    )
 }
 
 /// The oldest pending image's enqueue time, through the indexes the claims
 /// use (there is no index on `enqueued_at` alone: every image would pay for
 /// its update): the oldest waiting image of each partition, one seek per
 /// partition, and the oldest of the few images in flight.
-pub(super) const OLDEST_PENDING_SQL: &str = "
-    WITH RECURSIVE waiting (partition_key) AS (
-        SELECT MIN(partition_key) FROM pending_images WHERE batch_id IS NULL
-        UNION ALL
-        SELECT (SELECT MIN(p.partition_key) FROM pending_images AS p
-                WHERE p.batch_id IS NULL AND p.partition_key > waiting.partition_key)
-        FROM waiting WHERE waiting.partition_key IS NOT NULL
-    )
+pub(super) const OLDEST_PENDING_SQL: &str = concat!(
+    waiting_partitions_cte!(),
+    "
     SELECT MIN(oldest) FROM (
         SELECT (SELECT MIN(p.enqueued_at) FROM pending_images AS p
                 WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key) AS oldest
         FROM waiting AS w WHERE w.partition_key IS NOT NULL
         UNION ALL
         SELECT MIN(enqueued_at) FROM pending_images WHERE batch_id IS NOT NULL
-    )";
+    )"
+);
 
 pub(super) fn stats(conn: &mut Connection) -> rusqlite::Result<StoreStats> {
     // One read transaction: both statements see the same snapshot.

@@ -1,26 +1,37 @@
 //! Picking the next batch to send, and when one will be due.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::connection::immediate;
 use super::history::insert_batch_event;
-use super::rows::{partition_at, sql_count};
-use crate::domain::ImageRef;
+use super::rows::{all_rows, image_ref_at, optional_row, partition_at, sql_count};
 use crate::store::history::BatchEvent;
 use crate::store::{BatchImage, BatchPolicy, ClaimedBatch, Millis};
 
-/// Each partition with waiting images: its key, its oldest image's enqueue
-/// time, and the enqueue time of its `?1`-th oldest (NULL when it holds fewer,
-/// i.e. it is not full). Walks the partitions through the index one seek at a
-/// time, so the cost grows with the number of partitions, not of images.
-pub(super) const WAITING_PARTITIONS_SQL: &str = "
+/// The `waiting` CTE: the key of every partition with waiting images, one
+/// index seek per partition rather than a read of every image. A macro rather
+/// than a const so that `concat!` can start statements with it.
+macro_rules! waiting_partitions_cte {
+    () => {
+        "
     WITH RECURSIVE waiting (partition_key) AS (
         SELECT MIN(partition_key) FROM pending_images WHERE batch_id IS NULL
         UNION ALL
         SELECT (SELECT MIN(p.partition_key) FROM pending_images AS p
                 WHERE p.batch_id IS NULL AND p.partition_key > waiting.partition_key)
         FROM waiting WHERE waiting.partition_key IS NOT NULL
-    )
+    )"
+    };
+}
+pub(super) use waiting_partitions_cte;
+
+/// Each partition with waiting images: its key, its oldest image's enqueue
+/// time, and the enqueue time of its `?1`-th oldest (NULL when it holds fewer,
+/// i.e. it is not full). Walks the partitions through the index one seek at a
+/// time, so the cost grows with the number of partitions, not of images.
+pub(super) const WAITING_PARTITIONS_SQL: &str = concat!(
+    waiting_partitions_cte!(),
+    "
     SELECT w.partition_key,
            (SELECT MIN(p.enqueued_at) FROM pending_images AS p
             WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key),
@@ -28,7 +39,8 @@ pub(super) const WAITING_PARTITIONS_SQL: &str = "
             WHERE p.batch_id IS NULL AND p.partition_key = w.partition_key
             ORDER BY p.enqueued_at, p.id LIMIT 1 OFFSET ?1 - 1)
     FROM waiting AS w
-    WHERE w.partition_key IS NOT NULL";
+    WHERE w.partition_key IS NOT NULL"
+);
 
 /// The batch that may be (re)claimed soonest: `next_attempt_at` is the lease
 /// end while leased and the retry time once released.
@@ -90,31 +102,28 @@ fn waiting_partitions(
     conn: &Connection,
     policy: &BatchPolicy,
 ) -> rusqlite::Result<Vec<WaitingPartition>> {
-    conn.prepare_cached(WAITING_PARTITIONS_SQL)?
-        .query_map([sql_count(effective_max_images(policy))], |row| {
+    all_rows(
+        conn,
+        WAITING_PARTITIONS_SQL,
+        [sql_count(effective_max_images(policy))],
+        |row| {
             Ok(WaitingPartition {
                 key: row.get(0)?,
                 oldest: row.get(1)?,
                 full: row.get::<_, Option<Millis>>(2)?.is_some(),
             })
-        })?
-        .collect()
+        },
+    )
 }
 
 pub(super) fn batch_images(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchImage>> {
-    conn.prepare_cached(BATCH_IMAGES_SQL)?
-        .query_map([batch_id], |row| {
-            Ok(BatchImage {
-                image: ImageRef::new(
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ),
-                instance_url: row.get(3)?,
-                digest: row.get(4)?,
-            })
-        })?
-        .collect()
+    all_rows(conn, BATCH_IMAGES_SQL, [batch_id], |row| {
+        Ok(BatchImage {
+            image: image_ref_at(row, 0)?,
+            instance_url: row.get(3)?,
+            digest: row.get(4)?,
+        })
+    })
 }
 
 pub(super) fn claim(
@@ -125,10 +134,8 @@ pub(super) fn claim(
     record_history: bool,
 ) -> rusqlite::Result<Option<ClaimedBatch>> {
     let tx = immediate(conn)?;
-    let reclaimable: Option<i64> = tx
-        .prepare_cached(RECLAIMABLE_BATCH_SQL)?
-        .query_row([now], |row| row.get(0))
-        .optional()?;
+    let reclaimable: Option<i64> =
+        optional_row(&tx, RECLAIMABLE_BATCH_SQL, [now], |row| row.get(0))?;
     let batch_id = match reclaimable {
         Some(batch_id) => batch_id,
         None => {

@@ -4,13 +4,13 @@
 
 use async_trait::async_trait;
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 
 use super::SqliteStore;
 use super::connection::immediate;
 use super::enqueue::insert_unbatched;
 use super::history::insert_record;
-use super::rows::{partition_at, sql_count};
+use super::rows::{all_rows, optional_row, partition_at, sql_count};
 use crate::store::history::{
     ALREADY_PENDING, EventKind, KeyedRecord, REDELIVERY, digest_ending_records,
 };
@@ -94,10 +94,12 @@ fn enqueue_digests(
         insert_record(tx, &record, now)
     };
     if let Some(key) = &delivery {
-        let seen = tx
-            .prepare_cached("SELECT 1 FROM deliveries WHERE source = ?1 AND id = ?2")?
-            .query_row((&key.source, &key.id), |_| Ok(()))
-            .optional()?;
+        let seen = optional_row(
+            &tx,
+            "SELECT 1 FROM deliveries WHERE source = ?1 AND id = ?2",
+            (&key.source, &key.id),
+            |_| Ok(()),
+        )?;
         if seen.is_some() {
             for digest in &digests {
                 duplicate(&tx, digest, REDELIVERY)?;
@@ -108,12 +110,11 @@ fn enqueue_digests(
     }
     let mut counts = EnqueueCounts::default();
     for digest in &digests {
-        if insert_digest(&tx, digest, now)? {
-            counts.accepted += 1;
-        } else {
+        let stored = insert_digest(&tx, digest, now)?;
+        if !stored {
             duplicate(&tx, digest, ALREADY_PENDING)?;
-            counts.duplicates += 1;
         }
+        counts.count(stored);
     }
     tx.commit()?;
     Ok(Enqueued::Stored(counts))
@@ -126,13 +127,13 @@ fn claim_digest(
     lease_ms: Millis,
 ) -> rusqlite::Result<Option<ClaimedDigest>> {
     let tx = immediate(conn)?;
-    let due: Option<i64> = tx
-        .prepare_cached(
-            "SELECT id FROM pending_digests WHERE next_attempt_at <= ?1
-             ORDER BY next_attempt_at, id LIMIT 1",
-        )?
-        .query_row([now], |row| row.get(0))
-        .optional()?;
+    let due: Option<i64> = optional_row(
+        &tx,
+        "SELECT id FROM pending_digests WHERE next_attempt_at <= ?1
+         ORDER BY next_attempt_at, id LIMIT 1",
+        [now],
+        |row| row.get(0),
+    )?;
     let Some(id) = due else {
         return Ok(None);
     };
@@ -169,12 +170,12 @@ fn settle_digest(
 ) -> rusqlite::Result<bool> {
     let tx = immediate(conn)?;
     let lease = (claimed.id, &claimed.owner, claimed.claim);
-    let held = tx
-        .prepare_cached(
-            "SELECT 1 FROM pending_digests WHERE id = ?1 AND owner = ?2 AND claims = ?3",
-        )?
-        .query_row(lease, |_| Ok(()))
-        .optional()?;
+    let held = optional_row(
+        &tx,
+        "SELECT 1 FROM pending_digests WHERE id = ?1 AND owner = ?2 AND claims = ?3",
+        lease,
+        |_| Ok(()),
+    )?;
     if held.is_none() {
         return Ok(false);
     }
@@ -261,12 +262,12 @@ fn insert_dead_letter(
 }
 
 fn waiting_digests(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<WaitingDigest>> {
-    conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {DIGEST_COLUMNS}, enqueued_at, next_attempt_at, untagged_answers, failures,
                 last_error
          FROM pending_digests ORDER BY enqueued_at, id LIMIT ?1"
-    ))?
-    .query_map([sql_count(limit)], |row| {
+    );
+    all_rows(conn, &sql, [sql_count(limit)], |row| {
         Ok(WaitingDigest {
             digest: digest_at(row, 0)?,
             enqueued_at: row.get(8)?,
@@ -275,8 +276,7 @@ fn waiting_digests(conn: &mut Connection, limit: usize) -> rusqlite::Result<Vec<
             failures: row.get(11)?,
             last_error: row.get(12)?,
         })
-    })?
-    .collect()
+    })
 }
 
 #[async_trait]

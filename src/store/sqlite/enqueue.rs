@@ -187,11 +187,8 @@ pub(super) fn enqueue(
     }
     let mut counts = EnqueueCounts::default();
     for target in arrival.targets {
-        if insert_unbatched(tx, target, arrival.source, now, record_history)? {
-            counts.accepted += 1;
-        } else {
-            counts.duplicates += 1;
-        }
+        let stored = insert_unbatched(tx, target, arrival.source, now, record_history)?;
+        counts.count(stored);
     }
     Ok(Enqueued::Stored(counts))
 }

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, Row};
 
 use super::connection::immediate;
+use super::rows::all_rows;
 use crate::store::Millis;
 use crate::store::history::{
     BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, MERGE_AT,
@@ -119,58 +120,59 @@ fn record_at(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
 /// image); the queue holds what waits for the next window or two.
 fn records(conn: &Connection, subject: &HistorySubject) -> rusqlite::Result<Vec<ImageRecord>> {
     let key = subject.to_string();
-    let mut records: Vec<ImageRecord> = conn
-        .prepare_cached(
-            "SELECT id, at_ms, event, source, batch_id, reason, digest
+    let mut records: Vec<ImageRecord> = all_rows(
+        conn,
+        "SELECT id, at_ms, event, source, batch_id, reason, digest
              FROM image_history WHERE image_key = ?1
              UNION ALL
              SELECT id, at_ms, event, source, batch_id, reason, digest
              FROM recent_history WHERE image_key = ?1",
-        )?
-        .query_map([&key], record_at)?
-        .collect::<rusqlite::Result<_>>()?;
+        [&key],
+        record_at,
+    )?;
     let live: Vec<ImageRecord> = match subject {
-        HistorySubject::Tagged(image) => conn
-            .prepare_cached(
-                "SELECT id, enqueued_at, 'accepted', source, batch_id, NULL, digest
+        HistorySubject::Tagged(image) => all_rows(
+            conn,
+            "SELECT id, enqueued_at, 'accepted', source, batch_id, NULL, digest
                  FROM pending_images WHERE namespace = ?1 AND name = ?2 AND tag = ?3",
-            )?
-            .query_map((&image.namespace, &image.name, &image.tag), record_at)?
-            .collect::<rusqlite::Result<_>>()?,
+            (&image.namespace, &image.name, &image.tag),
+            record_at,
+        )?,
         HistorySubject::Digest {
             namespace,
             name,
             digest,
-        } => conn
-            .prepare_cached(
-                "SELECT id, enqueued_at, 'resolving', source, NULL, NULL, digest
+        } => all_rows(
+            conn,
+            "SELECT id, enqueued_at, 'resolving', source, NULL, NULL, digest
                  FROM pending_digests WHERE namespace = ?1 AND name = ?2 AND digest = ?3",
-            )?
-            .query_map((namespace, name, digest), record_at)?
-            .collect::<rusqlite::Result<_>>()?,
+            (namespace, name, digest),
+            record_at,
+        )?,
     };
     records.extend(live);
     Ok(records)
 }
 
 fn batch_events(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchEvent>> {
-    conn.prepare_cached(
+    all_rows(
+        conn,
         "SELECT id, batch_id, at_ms, event, api, hss_status, hss_request_id, reason
          FROM batch_events WHERE batch_id = ?1 ORDER BY id",
-    )?
-    .query_map([batch_id], |row| {
-        Ok(BatchEvent {
-            seq: row.get(0)?,
-            batch_id: row.get(1)?,
-            at_ms: row.get(2)?,
-            event: event_at(row, 3)?,
-            api: row.get(4)?,
-            hss_status: row.get(5)?,
-            hss_request_id: row.get(6)?,
-            reason: row.get(7)?,
-        })
-    })?
-    .collect()
+        [batch_id],
+        |row| {
+            Ok(BatchEvent {
+                seq: row.get(0)?,
+                batch_id: row.get(1)?,
+                at_ms: row.get(2)?,
+                event: event_at(row, 3)?,
+                api: row.get(4)?,
+                hss_status: row.get(5)?,
+                hss_request_id: row.get(6)?,
+                reason: row.get(7)?,
+            })
+        },
+    )
 }
 
 pub(super) fn history(

@@ -312,14 +312,7 @@ impl Store for SqliteStore {
             })
             .await?;
         if let Some(batch) = &claimed {
-            tracing::debug!(
-                batch_id = batch.id,
-                partition = %batch.partition,
-                images = batch.images.len(),
-                attempt = batch.attempt,
-                owner = %batch.owner,
-                "claimed batch"
-            );
+            batch.log_claimed();
         }
         Ok(claimed)
     }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::SqliteStore;
 use super::connection::immediate;
+use super::rows::{all_rows, optional_row};
 use crate::store::poll_state::{PollStateStore, PolledRepository, RepositoryRead, SeenTag};
 use crate::store::{Millis, StoreError};
 
@@ -51,12 +52,12 @@ impl PollStateStore for SqliteStore {
     ) -> Result<Option<Millis>, StoreError> {
         let (source, scope) = (source.to_string(), scope.to_string());
         self.run("poll_watermark", move |conn| {
-            use rusqlite::OptionalExtension;
-            conn.prepare_cached(
+            optional_row(
+                conn,
                 "SELECT watermark FROM poll_watermarks WHERE source = ?1 AND scope = ?2",
-            )?
-            .query_row((&source, &scope), |row| row.get(0))
-            .optional()
+                (&source, &scope),
+                |row| row.get(0),
+            )
         })
         .await
     }
@@ -89,14 +90,13 @@ impl PollStateStore for SqliteStore {
     ) -> Result<HashMap<String, String>, StoreError> {
         let key = repository.clone();
         self.run("seen_tags", move |conn| {
-            conn.prepare_cached(
+            all_rows(
+                conn,
                 "SELECT tag, digest FROM poll_seen_tags
                  WHERE source = ?1 AND namespace = ?2 AND repository = ?3",
-            )?
-            .query_map((&key.source, &key.namespace, &key.repository), |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?
-            .collect()
+                (&key.source, &key.namespace, &key.repository),
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
         })
         .await
     }
@@ -133,18 +133,18 @@ impl PollStateStore for SqliteStore {
     ) -> Result<Option<RepositoryRead>, StoreError> {
         let key = repository.clone();
         self.run("repository_read", move |conn| {
-            use rusqlite::OptionalExtension;
-            conn.prepare_cached(
+            optional_row(
+                conn,
                 "SELECT updated_at, read_at FROM poll_read_repositories
                  WHERE source = ?1 AND namespace = ?2 AND repository = ?3",
-            )?
-            .query_row((&key.source, &key.namespace, &key.repository), |row| {
-                Ok(RepositoryRead {
-                    updated_at: row.get(0)?,
-                    read_at: row.get(1)?,
-                })
-            })
-            .optional()
+                (&key.source, &key.namespace, &key.repository),
+                |row| {
+                    Ok(RepositoryRead {
+                        updated_at: row.get(0)?,
+                        read_at: row.get(1)?,
+                    })
+                },
+            )
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! Reading and writing the columns that several queries share.
 
-use rusqlite::Row;
 use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Params, Row};
 
 use crate::domain::{ImageRef, ImageType, Partition};
 use crate::store::BatchImage;
@@ -55,4 +55,25 @@ pub(super) fn count_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
 
 pub(super) fn sql_count(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The one row `sql` finds for `params`, read by `read`, or `None` when there
+/// is none: the lookups by id or by due time that the queries share.
+pub(super) fn optional_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    conn.prepare_cached(sql)?.query_row(params, read).optional()
+}
+
+/// Every row `sql` finds for `params`, each read by `read`.
+pub(super) fn all_rows<T, B: FromIterator<T>>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<B> {
+    conn.prepare_cached(sql)?.query_map(params, read)?.collect()
 }

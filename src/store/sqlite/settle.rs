@@ -1,12 +1,12 @@
 //! Ending a lease: HSS accepted the batch, refused it for good, or failed in
 //! a way worth retrying.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::claim::batch_images;
 use super::connection::immediate;
 use super::history::{insert_batch_event, keep_batch_images, merge_recent};
-use super::rows::{images_to_json, partition_at};
+use super::rows::{images_to_json, optional_row, partition_at};
 use crate::store::history::BatchEvent;
 use crate::store::{DeadLetterCause, Millis, RetryCause, ScanReceipt};
 
@@ -40,19 +40,19 @@ pub(super) fn dead_letter(
     record_history: bool,
 ) -> rusqlite::Result<Option<i64>> {
     let tx = immediate(conn)?;
-    let batch = tx
-        .prepare_cached(
-            "SELECT partition_key, image_type, instance_id, enterprise_project_id, attempts
-             FROM batches WHERE id = ?1",
-        )?
-        .query_row([batch_id], |row| {
+    let batch = optional_row(
+        &tx,
+        "SELECT partition_key, image_type, instance_id, enterprise_project_id, attempts
+         FROM batches WHERE id = ?1",
+        [batch_id],
+        |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 partition_at(row, 1)?,
                 row.get::<_, u32>(4)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((partition_key, partition, attempts)) = batch else {
         // Settled meanwhile by whoever took the batch over.
         return Ok(None);
