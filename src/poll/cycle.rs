@@ -25,7 +25,9 @@ use crate::domain::{ImageRef, ScanTarget};
 use crate::intake::formats::IgnoreReason;
 use crate::ops::metrics::Metrics;
 use crate::store::poll_state::{PolledRepository, RepositoryRead, SeenTag};
-use crate::store::{DeliveryKey, Enqueued, Millis, Store, StoreError};
+use crate::store::{
+    Arrival, DeliveryKey, Enqueued, HistorySubject, IgnoredImage, Millis, Store, StoreError,
+};
 use crate::swr::basic::{self, Repository, RepositoryScope, RepositoryTag};
 use crate::swr::{SwrClient, SwrError, SwrErrorKind};
 
@@ -276,6 +278,7 @@ impl Cycle<'_> {
         let images = &self.metrics.images;
         let now = self.clock.now_ms();
         let mut admitted = Vec::with_capacity(unseen.len());
+        let mut filtered = Vec::new();
         for tag in unseen {
             let image = ImageRef::new(&repository.namespace, &repository.name, &tag.tag);
             if self.source.filter.admits(&image) {
@@ -285,8 +288,26 @@ impl Cycle<'_> {
                 images
                     .with_label_values(&[source, "ignored", IgnoreReason::FilteredOut.as_str()])
                     .inc();
+                filtered.push(IgnoredImage {
+                    subject: HistorySubject::Tagged(image),
+                    reason: IgnoreReason::FilteredOut.as_str().to_string(),
+                });
             }
         }
+        // Their history says why they were not scanned, as a webhook's
+        // filtered images' does. A crash before the repository is recorded
+        // as seen records them once more at the next poll.
+        let filtered_recorded = if filtered.is_empty() {
+            Ok(())
+        } else {
+            let arrival = Arrival {
+                source,
+                delivery: None,
+                targets: &[],
+                ignored: &filtered,
+            };
+            self.store.enqueue_arrival(&arrival, now).await.map(drop)
+        };
         let stored = join_all(admitted.into_iter().map(|(image, digest)| {
             let delivery = DeliveryKey {
                 source: source.to_string(),
@@ -303,6 +324,13 @@ impl Cycle<'_> {
         .await;
         let (mut accepted, mut duplicates) = (0, 0);
         let mut failure = None;
+        if let Err(error) = filtered_recorded {
+            self.metrics
+                .store_errors
+                .with_label_values(&["enqueue"])
+                .inc();
+            failure = Some(error);
+        }
         for outcome in stored {
             match outcome {
                 Ok(Enqueued::Stored(counts)) => {

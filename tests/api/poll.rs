@@ -79,6 +79,31 @@ impl Bridge {
         Scrape::parse(&text).expect("exposition")
     }
 
+    /// `/admin/history` for `image`: its events' `(event, reason)`.
+    async fn history(&self, image: &str) -> Vec<(String, Option<String>)> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/admin/history", self.address))
+            .query(&[("image", image)])
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("history JSON");
+        body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|event| {
+                (
+                    event["event"].as_str().unwrap_or_default().to_string(),
+                    event["reason"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
     async fn polls(&self, outcome: &str) -> f64 {
         self.scrape()
             .await
@@ -166,6 +191,19 @@ async fn new_tags_and_moved_tags_are_scanned_once_and_the_baseline_never() {
         scanned(&hss),
         once(&expected),
         "each once; baseline and filtered: never"
+    );
+    assert_eq!(
+        bridge.history("team-a/api:build-cache").await,
+        [("ignored".to_string(), Some("filtered_out".to_string()))],
+        "a filtered tag's history says why it was not scanned"
+    );
+    assert_eq!(
+        bridge
+            .history("team-a/api:1.1")
+            .await
+            .first()
+            .map(|e| e.0.as_str()),
+        Some("accepted")
     );
 
     let requests = swr.requests();
