@@ -1344,7 +1344,9 @@ async fn memory_run(args: &Args, root: &Path) -> Result<MemoryResult, String> {
 // PostgreSQL: a fresh database per run, dropped afterwards
 // ---------------------------------------------------------------------------
 
-async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
+/// A connection to `--pg-url` for creating and dropping the runs' databases,
+/// and the URL without its database name (where a run's database goes).
+async fn postgres_admin(args: &Args) -> Result<(tokio_postgres::Client, String), String> {
     let (admin, connection) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("cannot reach {}: {e}", args.pg_url))?;
@@ -1354,6 +1356,11 @@ async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
         .rsplit_once('/')
         .map(|(base, _)| base.to_string())
         .ok_or("--pg-url has no database")?;
+    Ok((admin, base))
+}
+
+async fn postgres_runs(args: &Args, report: &mut Report) -> Result<(), String> {
+    let (admin, base) = postgres_admin(args).await?;
     let mut databases = Vec::new();
     let result = async {
         let sslmodes: Vec<&str> = args.pg_sslmodes.split(',').map(str::trim).collect();
@@ -1611,16 +1618,7 @@ impl RunStore {
                 Ok(RunStore::Sqlite(dir.join("bridge.db")))
             }
             HistoryBackend::Postgres => {
-                let (admin, connection) =
-                    tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls)
-                        .await
-                        .map_err(|e| format!("cannot reach {}: {e}", args.pg_url))?;
-                tokio::spawn(connection);
-                let base = args
-                    .pg_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base.to_string())
-                    .ok_or("--pg-url has no database")?;
+                let (admin, base) = postgres_admin(args).await?;
                 let database = format!("swr_bench_{}_{name}", std::process::id()).replace('-', "_");
                 admin
                     .batch_execute(&format!("CREATE DATABASE {database}"))
