@@ -88,8 +88,7 @@ pub(super) fn configure_connection(
 ) -> Result<(), ConfigureError> {
     // First, so that switching to WAL waits for a concurrent opener too.
     conn.busy_timeout(busy)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    let mode = switch_to_wal(conn, busy)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(ConfigureError::NotWal(mode));
     }
@@ -97,6 +96,25 @@ pub(super) fn configure_connection(
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(())
+}
+
+/// `journal_mode = WAL`, asked again while another opener holds the file:
+/// two connections switching a fresh file at once can each hold the read
+/// lock the other must upgrade past, and SQLite then answers BUSY at once,
+/// without waiting in the busy handler (which would deadlock).
+fn switch_to_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 pub(super) fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
