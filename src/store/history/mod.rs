@@ -17,12 +17,15 @@
 //!
 //! # Why history rows are moved in bulk
 //!
-//! The SQL stores append history rows to an unindexed `recent_history`
-//! table, and move them to the indexed `image_history` once [`MERGE_AT`]
+//! The SQLite store appends history rows to an unindexed `recent_history`
+//! table, and moves them to the indexed `image_history` once [`MERGE_AT`]
 //! have gathered, sorted by image. Indexing each image as its batch settled
 //! touched one index page per image at a random place: measured on SQLite,
 //! that alone took intake from 0.93× to 0.61× of its throughput without
 //! history (BENCHMARKS.md). A sorted move updates each index page once.
+//! PostgreSQL writes the indexed table directly: there a random index insert
+//! changes a page in shared buffers, and staging rows cost more than it
+//! saved (see [`crate::store::postgres`]'s `history` module).
 
 use serde::{Deserialize, Serialize};
 

@@ -80,7 +80,7 @@ new_images AS (
 -- the group), and, when recording ($24), a duplicate row for each image not
 -- inserted (pending already, or its webhook's delivery id was known).
 history AS (
-    INSERT INTO recent_history (image_key, event, at_ms, source, reason, digest, recorded_at)
+    INSERT INTO image_history (image_key, event, at_ms, source, reason, digest, recorded_at)
     SELECT r.image_key, r.event, r.at_ms, r.source, r.reason, r.digest, r.at_ms
     FROM unnest($18::text[], $19::text[], $20::bigint[], $21::text[], $22::text[],
                 $23::text[]) AS r(image_key, event, at_ms, source, reason, digest)

@@ -1,5 +1,16 @@
-//! The PostgreSQL side of images' history (see [`crate::store::history`]):
-//! the same tables and reads as SQLite's, in this dialect.
+//! The PostgreSQL side of images' history (see [`crate::store::history`]).
+//!
+//! Unlike SQLite, PostgreSQL writes each history row straight into the
+//! indexed `image_history`: its index pages are changed in shared buffers and
+//! logged as one small WAL record per row, not rewritten whole per
+//! transaction, so a random index insert costs a b-tree descent, not a page
+//! write. Staging rows in an unindexed table and moving them in sorted bulk,
+//! as SQLite must, cost more here than it saved: a heap insert, a delete and
+//! a second insert per row, 36 % of the server's statement time under load
+//! (BENCHMARKS.md, issue 14).
+//!
+//! `recent_history` stays, read and emptied by pruning: during a rolling
+//! upgrade, replicas of the earlier version still stage their rows there.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -7,8 +18,8 @@ use tokio_postgres::Row;
 use super::errors::from_postgres;
 use super::rows::get;
 use crate::store::history::{
-    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, MERGE_AT,
-    PRUNE_BATCH, assemble, batches_named,
+    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, PRUNE_BATCH,
+    assemble, batches_named,
 };
 use crate::store::{Millis, StoreError};
 
@@ -29,8 +40,8 @@ pub(super) async fn insert_records(
     let digests: Vec<Option<&str>> = records.iter().map(|r| r.digest.as_deref()).collect();
     let insert = client
         .prepare_cached(
-            "INSERT INTO recent_history (image_key, event, at_ms, source, reason, digest,
-                                         recorded_at)
+            "INSERT INTO image_history (image_key, event, at_ms, source, reason, digest,
+                                        recorded_at)
              SELECT r.*, $7::bigint
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                          $6::text[]) AS r",
@@ -80,8 +91,8 @@ pub(super) async fn keep_batch_images(
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO recent_history (image_key, event, at_ms, source, batch_id, digest,
-                                         recorded_at)
+            "INSERT INTO image_history (image_key, event, at_ms, source, batch_id, digest,
+                                        recorded_at)
              SELECT namespace || '/' || name || ':' || tag, 'accepted', enqueued_at, source,
                     batch_id, digest, $2
              FROM pending_images WHERE batch_id = $1",
@@ -90,36 +101,6 @@ pub(super) async fn keep_batch_images(
         .await
         .map_err(from_postgres)?;
     Ok(())
-}
-
-/// Moves the rows of `recent_history` to the indexed table, sorted by image,
-/// once [`MERGE_AT`] have gathered (or at once with `everything`), in one
-/// statement: a replica merging at the same time moves only what it deleted.
-pub(super) async fn merge_recent(
-    client: &impl GenericClient,
-    everything: bool,
-) -> Result<u64, StoreError> {
-    let merge = client
-        .prepare_cached(
-            "WITH bounds AS (
-                 SELECT max(id) AS newest FROM recent_history
-                 HAVING $1::boolean OR max(id) - min(id) + 1 >= $2::bigint
-             ), moved AS (
-                 DELETE FROM recent_history WHERE id <= (SELECT newest FROM bounds)
-                 RETURNING id, image_key, event, at_ms, source, batch_id, reason, digest,
-                           recorded_at
-             )
-             INSERT INTO image_history (image_key, event, at_ms, source, batch_id, reason, digest,
-                                        recorded_at)
-             SELECT image_key, event, at_ms, source, batch_id, reason, digest, recorded_at
-             FROM moved ORDER BY image_key, id",
-        )
-        .await
-        .map_err(from_postgres)?;
-    client
-        .execute(&merge, &[&everything, &MERGE_AT])
-        .await
-        .map_err(from_postgres)
 }
 
 fn event_of(row: &Row) -> Result<EventKind, StoreError> {
@@ -218,12 +199,24 @@ pub(super) async fn read(
     Ok(assemble(&records, &facts, limit))
 }
 
-/// Moves every recent row to the indexed table, then deletes the oldest rows
-/// of history and batch events written before `cutoff`, at most
+/// Moves what replicas of the earlier version staged in `recent_history` to
+/// the indexed table, then deletes the oldest rows of history and batch
+/// events written before `cutoff`, at most
 /// [`PRUNE_BATCH`] each: walks the ids from the oldest and stops at the first
 /// young row, so a pass costs what it deletes.
 pub(super) async fn prune(client: &impl GenericClient, cutoff: Millis) -> Result<u64, StoreError> {
-    merge_recent(client, true).await?;
+    client
+        .execute(
+            "WITH moved AS (DELETE FROM recent_history
+                            RETURNING image_key, event, at_ms, source, batch_id, reason, digest,
+                                      recorded_at)
+             INSERT INTO image_history (image_key, event, at_ms, source, batch_id, reason, digest,
+                                        recorded_at)
+             SELECT * FROM moved",
+            &[],
+        )
+        .await
+        .map_err(from_postgres)?;
     let mut pruned = 0;
     for (table, time) in [("image_history", "recorded_at"), ("batch_events", "at_ms")] {
         pruned += client

@@ -318,8 +318,8 @@ impl Store for PostgresStore {
             let delete = client
                 .prepare_cached(
                     "WITH kept AS (
-                         INSERT INTO recent_history (image_key, event, at_ms, source, batch_id,
-                                                     digest, recorded_at)
+                         INSERT INTO image_history (image_key, event, at_ms, source, batch_id,
+                                                    digest, recorded_at)
                          SELECT namespace || '/' || name || ':' || tag, 'accepted', enqueued_at,
                                 source, batch_id, digest, $2
                          FROM pending_images WHERE batch_id = $1 AND $6::boolean
@@ -348,9 +348,6 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(from_postgres)?;
-            if self.record_history {
-                history::merge_recent(&client, false).await?;
-            }
             Ok(())
         })
         .await
@@ -472,9 +469,6 @@ impl Store for PostgresStore {
                 .await
                 .map_err(from_postgres)?;
             tx.commit().await.map_err(from_postgres)?;
-            if self.record_history {
-                history::merge_recent(&client, false).await?;
-            }
             tracing::info!(
                 batch_id = batch.id,
                 partition = %partition,
