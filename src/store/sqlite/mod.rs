@@ -68,7 +68,7 @@ use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, WriteTurn, configure_connection, take_turn};
 use errors::{panic_reason, sql_failure};
 use history::{history, prune as prune_history};
-use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
+use migrate::{apply_migrations, migrations, wall_clock_ms};
 use settle::{Lease, complete, dead_letter, release};
 use writer::GroupWriter;
 
@@ -252,7 +252,7 @@ impl Store for SqliteStore {
         let now = wall_clock_ms();
         let applied = self
             .run_raw("migrate", move |conn| {
-                apply_migrations(conn, MIGRATIONS, now)
+                apply_migrations(conn, migrations(), now)
             })
             .await?
             .map_err(|failure| {
