@@ -306,15 +306,10 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         let policy = *policy;
         let record_history = self.record_history;
-        let claimed = self
-            .write("claim_batch", move |conn| {
-                claim(conn, owner, now, policy, record_history)
-            })
-            .await?;
-        if let Some(batch) = &claimed {
-            batch.log_claimed();
-        }
-        Ok(claimed)
+        self.write("claim_batch", move |conn| {
+            claim(conn, owner, now, policy, record_history)
+        })
+        .await
     }
 
     async fn next_due(
