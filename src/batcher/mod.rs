@@ -225,6 +225,14 @@ impl Batcher {
     /// could both succeed. The client bounds each HTTP attempt, but not a
     /// credential renewal plus a second attempt, so the lease bounds the whole.
     async fn send(&self, batch: ClaimedBatch) {
+        tracing::debug!(
+            batch_id = batch.id,
+            partition = %batch.partition,
+            images = batch.images.len(),
+            attempt = batch.attempt,
+            owner = %batch.owner,
+            "claimed batch"
+        );
         let started = Instant::now();
         let budget = self.send_budget(&batch);
         let outcome = match tokio::time::timeout(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::batcher::Backoff;
-use crate::store::{ClaimedDigest, DeadLetterCause, DigestSettlement, Millis};
+use crate::store::{ClaimedDigest, DeadLetterCause, DigestSettlement, Millis, NextAsk};
 use crate::swr::{SwrError, SwrErrorKind};
 
 /// How untagged digests are asked again.
@@ -69,12 +69,12 @@ pub fn decide(
         let delay = backoff.delay(failures, retry_after);
         (
             Outcome::Retry,
-            Plan::AskAgain {
+            Plan::AskAgain(NextAsk {
                 not_before: now.saturating_add(delay.as_millis() as Millis),
                 untagged_answers: claimed.untagged_answers,
                 failures,
                 last_error,
-            },
+            }),
         )
     };
     match answer {
@@ -91,7 +91,7 @@ pub fn decide(
             } else {
                 (
                     Outcome::UntaggedRetry,
-                    Plan::AskAgain {
+                    Plan::AskAgain(NextAsk {
                         not_before: now.saturating_add(policy.delay.as_millis() as Millis),
                         untagged_answers,
                         failures: claimed.failures,
@@ -99,7 +99,7 @@ pub fn decide(
                             "SWR names no tag for it yet ({untagged_answers} of {} asks)",
                             policy.attempts
                         ),
-                    },
+                    }),
                 )
             }
         }
@@ -192,16 +192,10 @@ mod tests {
 
     /// `not_before`, `untagged_answers` and `failures` of an `AskAgain` plan.
     fn ask_again(plan: Plan) -> (Millis, u32, u32) {
-        let Plan::AskAgain {
-            not_before,
-            untagged_answers,
-            failures,
-            ..
-        } = plan
-        else {
+        let Plan::AskAgain(next) = plan else {
             panic!("expected another ask, got {plan:?}");
         };
-        (not_before, untagged_answers, failures)
+        (next.not_before, next.untagged_answers, next.failures)
     }
 
     #[test]

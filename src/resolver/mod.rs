@@ -186,7 +186,7 @@ impl Resolver {
             targets
         });
         let detail = match &settlement {
-            DigestSettlement::AskAgain { last_error, .. } => last_error.clone(),
+            DigestSettlement::AskAgain(next) => next.last_error.clone(),
             DigestSettlement::DeadLetter(cause) => cause.error_msg.clone(),
             _ => String::new(),
         };

@@ -63,13 +63,8 @@ pub enum DigestSettlement<Resolved = Vec<ScanTarget>> {
     /// SWR named tags: these images (already filtered) enter the pending set
     /// and the digest leaves the queue.
     Resolved(Resolved),
-    /// Ask again at `not_before` (untagged yet, or SWR failed for now).
-    AskAgain {
-        not_before: Millis,
-        untagged_answers: u32,
-        failures: u32,
-        last_error: String,
-    },
+    /// Ask again later (untagged yet, or SWR failed for now).
+    AskAgain(NextAsk),
     /// Nothing to scan (untagged for good, or unknown to SWR): forget it.
     /// `reason` (`untagged`, `not_found`) goes to the digest's history.
     Drop { reason: &'static str },
@@ -77,22 +72,22 @@ pub enum DigestSettlement<Resolved = Vec<ScanTarget>> {
     DeadLetter(DeadLetterCause),
 }
 
+/// When to ask SWR about a digest again, and what the asks so far came to:
+/// the row a store keeps for a digest that stays in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextAsk {
+    pub not_before: Millis,
+    pub untagged_answers: u32,
+    pub failures: u32,
+    pub last_error: String,
+}
+
 impl<T> DigestSettlement<T> {
     /// The same settlement, its `Resolved` payload turned by `resolve`.
     pub fn map_resolved<U>(self, resolve: impl FnOnce(T) -> U) -> DigestSettlement<U> {
         match self {
             DigestSettlement::Resolved(resolved) => DigestSettlement::Resolved(resolve(resolved)),
-            DigestSettlement::AskAgain {
-                not_before,
-                untagged_answers,
-                failures,
-                last_error,
-            } => DigestSettlement::AskAgain {
-                not_before,
-                untagged_answers,
-                failures,
-                last_error,
-            },
+            DigestSettlement::AskAgain(next) => DigestSettlement::AskAgain(next),
             DigestSettlement::Drop { reason } => DigestSettlement::Drop { reason },
             DigestSettlement::DeadLetter(cause) => DigestSettlement::DeadLetter(cause),
         }

@@ -614,18 +614,13 @@ impl DigestQueue for MemoryStore {
                     state.insert_unbatched(target, &claimed.digest.source, now);
                 }
             }
-            DigestSettlement::AskAgain {
-                not_before,
-                untagged_answers,
-                failures,
-                last_error,
-            } => {
+            DigestSettlement::AskAgain(next) => {
                 if let Some(row) = state.digests.get_mut(&claimed.id) {
                     row.owner = None;
-                    row.next_attempt_at = not_before;
-                    row.untagged_answers = untagged_answers;
-                    row.failures = failures;
-                    row.last_error = Some(last_error);
+                    row.next_attempt_at = next.not_before;
+                    row.untagged_answers = next.untagged_answers;
+                    row.failures = next.failures;
+                    row.last_error = Some(next.last_error);
                 }
             }
             DigestSettlement::Drop { .. } => {

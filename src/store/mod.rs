@@ -40,7 +40,7 @@ pub mod sqlite;
 mod stored_image;
 
 pub use digest_queue::{
-    ClaimedDigest, DigestQueue, DigestSettlement, UnresolvedDigest, WaitingDigest,
+    ClaimedDigest, DigestQueue, DigestSettlement, NextAsk, UnresolvedDigest, WaitingDigest,
 };
 pub use history::{
     Arrival, EventKind, HistoryEvent, HistorySubject, IgnoredImage, RetryCause, ScanReceipt,
@@ -125,20 +125,6 @@ pub struct ClaimedBatch {
     /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: u32,
     pub lease_until: Millis,
-}
-
-impl ClaimedBatch {
-    /// The debug line a store writes when it hands out a batch.
-    pub fn log_claimed(&self) {
-        tracing::debug!(
-            batch_id = self.id,
-            partition = %self.partition,
-            images = self.images.len(),
-            attempt = self.attempt,
-            owner = %self.owner,
-            "claimed batch"
-        );
-    }
 }
 
 /// Why HSS refused a batch for good.

@@ -4,7 +4,7 @@
 use super::{POLICY, T0, partition, stored, target};
 use crate::domain::{ImageRef, ScanTarget};
 use crate::store::{
-    DeadLetterCause, DeliveryKey, DigestSettlement, EnqueueCounts, Enqueued, Store,
+    DeadLetterCause, DeliveryKey, DigestSettlement, EnqueueCounts, Enqueued, NextAsk, Store,
     UnresolvedDigest,
 };
 
@@ -161,12 +161,12 @@ pub async fn an_untagged_digest_is_asked_again_later<S: Store>(store: S) {
         .await
         .expect("claim")
         .expect("a digest");
-    let again = DigestSettlement::AskAgain {
+    let again = DigestSettlement::AskAgain(NextAsk {
         not_before: T0 + 5_000,
         untagged_answers: 1,
         failures: 2,
         last_error: "no tag yet".into(),
-    };
+    });
     assert!(
         store
             .settle_digest(&claimed, again, T0 + 1)

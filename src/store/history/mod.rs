@@ -396,7 +396,7 @@ pub fn digest_ending_records(
             };
             (EventKind::Resolved, summary)
         }
-        DigestSettlement::AskAgain { .. } => return None,
+        DigestSettlement::AskAgain(_) => return None,
         DigestSettlement::Drop { reason } => (EventKind::Dropped, reason.to_string()),
         DigestSettlement::DeadLetter(cause) => {
             let reason = match &cause.error_code {

@@ -236,12 +236,7 @@ impl DigestQueue for PostgresStore {
                         .write(&tx)
                         .await?;
                 }
-                DigestSettlement::AskAgain {
-                    not_before,
-                    untagged_answers,
-                    failures,
-                    last_error,
-                } => {
+                DigestSettlement::AskAgain(next) => {
                     tx.execute(
                         "UPDATE pending_digests
                          SET owner = NULL, next_attempt_at = $2, untagged_answers = $3,
@@ -249,10 +244,10 @@ impl DigestQueue for PostgresStore {
                          WHERE id = $1",
                         &[
                             &claimed.id,
-                            &not_before,
-                            &as_integer(untagged_answers),
-                            &as_integer(failures),
-                            &last_error,
+                            &next.not_before,
+                            &as_integer(next.untagged_answers),
+                            &as_integer(next.failures),
+                            &next.last_error,
                         ],
                     )
                     .await

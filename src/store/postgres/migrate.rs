@@ -6,10 +6,7 @@ use deadpool_postgres::Transaction;
 use super::errors::from_migration;
 use super::pool::quote_ident;
 use crate::store::StoreError;
-use crate::store::migrations::{self, Migration};
-
-/// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &migrations::POSTGRES;
+use crate::store::migrations;
 
 /// Database-wide: migrations of different schemas wait for each other too,
 /// which costs nothing and keeps `CREATE SCHEMA` itself race-free.
@@ -41,8 +38,8 @@ pub(super) async fn run(tx: &Transaction<'_>, schema: Option<&str>) -> Result<()
         .collect::<Result<_, _>>()
         .map_err(from_migration)?;
 
-    for migration in migrations::pending(MIGRATIONS, &applied) {
-        tx.batch_execute(migration.sql)
+    for migration in migrations::pending(&migrations::POSTGRES, &applied) {
+        tx.batch_execute(&migration.sql)
             .await
             .map_err(|error| match from_migration(error) {
                 StoreError::Migration(reason) => StoreError::Migration(format!(
@@ -64,7 +61,9 @@ pub(super) async fn run(tx: &Transaction<'_>, schema: Option<&str>) -> Result<()
         );
     }
 
-    let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
+    let known = migrations::POSTGRES
+        .last()
+        .map_or(0, |migration| migration.version);
     if let Some(newest) = applied
         .iter()
         .copied()

@@ -278,7 +278,7 @@ impl Store for PostgresStore {
         now: Millis,
         policy: &BatchPolicy,
     ) -> Result<Option<ClaimedBatch>, StoreError> {
-        let claimed = bounded("claim_batch", async {
+        bounded("claim_batch", async {
             let mut client = self.client().await?;
             let record = self.record_history;
             if let Some(batch) = claim::reclaim_batch(&client, owner, now, policy, record).await? {
@@ -286,11 +286,7 @@ impl Store for PostgresStore {
             }
             claim::form_batch(&mut client, owner, now, policy, record).await
         })
-        .await?;
-        if let Some(batch) = &claimed {
-            batch.log_claimed();
-        }
-        Ok(claimed)
+        .await
     }
 
     async fn next_due(

@@ -198,12 +198,7 @@ fn settle_digest(
                 insert_unbatched(&tx, target, &claimed.digest.source, now, record_history)?;
             }
         }
-        DigestSettlement::AskAgain {
-            not_before,
-            untagged_answers,
-            failures,
-            last_error,
-        } => {
+        DigestSettlement::AskAgain(next) => {
             tx.prepare_cached(
                 "UPDATE pending_digests
                  SET owner = NULL, next_attempt_at = ?2, untagged_answers = ?3, failures = ?4,
@@ -212,10 +207,10 @@ fn settle_digest(
             )?
             .execute((
                 claimed.id,
-                not_before,
-                untagged_answers,
-                failures,
-                &last_error,
+                next.not_before,
+                next.untagged_answers,
+                next.failures,
+                &next.last_error,
             ))?;
         }
         DigestSettlement::Drop { .. } => {

@@ -11,7 +11,9 @@ use crate::store::migrations::{SQLITE, pending};
 pub(super) use crate::store::migrations::Migration;
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[Migration] = &SQLITE;
+pub(super) fn migrations() -> &'static [Migration] {
+    &SQLITE
+}
 
 const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT PRIMARY KEY,
@@ -69,7 +71,7 @@ pub(super) fn apply_migrations(
             }
             Some(migration) if migration.name != name => {
                 return Err(MigrationFailure::Renamed {
-                    migration: *migration,
+                    migration: migration.clone(),
                     recorded: name.clone(),
                 });
             }
@@ -79,9 +81,9 @@ pub(super) fn apply_migrations(
     let mut applied = Vec::new();
     let recorded_versions: Vec<i64> = recorded.iter().map(|(version, _)| *version).collect();
     for migration in pending(migrations, &recorded_versions) {
-        tx.execute_batch(migration.sql)
+        tx.execute_batch(&migration.sql)
             .map_err(|err| MigrationFailure::Step {
-                migration: *migration,
+                migration: migration.clone(),
                 err,
             })?;
         tx.execute(

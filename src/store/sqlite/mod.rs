@@ -68,7 +68,7 @@ use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, WriteTurn, configure_connection, take_turn};
 use errors::{panic_reason, sql_failure};
 use history::{history, prune as prune_history};
-use migrate::{MIGRATIONS, apply_migrations, wall_clock_ms};
+use migrate::{apply_migrations, migrations, wall_clock_ms};
 use settle::{Lease, complete, dead_letter, release};
 use writer::GroupWriter;
 
@@ -252,7 +252,7 @@ impl Store for SqliteStore {
         let now = wall_clock_ms();
         let applied = self
             .run_raw("migrate", move |conn| {
-                apply_migrations(conn, MIGRATIONS, now)
+                apply_migrations(conn, migrations(), now)
             })
             .await?
             .map_err(|failure| {
@@ -306,15 +306,10 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         let policy = *policy;
         let record_history = self.record_history;
-        let claimed = self
-            .write("claim_batch", move |conn| {
-                claim(conn, owner, now, policy, record_history)
-            })
-            .await?;
-        if let Some(batch) = &claimed {
-            batch.log_claimed();
-        }
-        Ok(claimed)
+        self.write("claim_batch", move |conn| {
+            claim(conn, owner, now, policy, record_history)
+        })
+        .await
     }
 
     async fn next_due(

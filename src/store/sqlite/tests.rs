@@ -9,7 +9,7 @@ use super::claim::{
     ATTACH_IMAGES_SQL, BATCH_IMAGES_SQL, CREATE_BATCH_SQL, LEASE_BATCH_SQL, RECLAIMABLE_BATCH_SQL,
     WAITING_PARTITIONS_SQL,
 };
-use super::migrate::{MIGRATIONS, Migration, apply_migrations};
+use super::migrate::{Migration, apply_migrations, migrations};
 use super::*;
 use crate::domain::{Partition, ScanTarget};
 use crate::store::DeliveryKey;
@@ -376,13 +376,13 @@ async fn claim_and_due_queries_seek_indexes() {
 #[test]
 fn migrations_match_the_files_on_disk() {
     let on_disk = crate::store::migrations::files_on_disk("sqlite");
-    let listed: Vec<String> = MIGRATIONS
+    let listed: Vec<String> = migrations()
         .iter()
         .map(|m| format!("{:04}_{}.sql", m.version, m.name))
         .collect();
     assert_eq!(listed, on_disk);
-    let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-    let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+    let versions: Vec<i64> = migrations().iter().map(|m| m.version).collect();
+    let expected: Vec<i64> = (1..=migrations().len() as i64).collect();
     assert_eq!(versions, expected, "versions are 1, 2, 3, … without gaps");
 }
 
@@ -410,7 +410,7 @@ async fn concurrent_migrations_apply_each_step_once() {
         })
         .await
         .expect("versions");
-    let expected: Vec<(i64, String)> = MIGRATIONS
+    let expected: Vec<(i64, String)> = migrations()
         .iter()
         .map(|m| (m.version, m.name.to_string()))
         .collect();
@@ -446,11 +446,11 @@ async fn a_failing_migration_leaves_nothing_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(&db_path(&dir), 1).await.expect("open");
     let broken = [
-        MIGRATIONS[0],
+        migrations()[0].clone(),
         Migration {
             version: 2,
             name: "broken",
-            sql: "CREATE TABLE extra (id INTEGER); SELECT * FROM no_such_table;",
+            sql: "CREATE TABLE extra (id INTEGER); SELECT * FROM no_such_table;".to_string(),
         },
     ];
     let failure = store

@@ -8,8 +8,8 @@
 -- but the row id: appending is cheap), then moved to image_history in bulk,
 -- sorted by image, so the image index is updated once per page per move
 -- instead of once per image at a random place (that index update, per image,
--- was the whole cost of history under load). The PostgreSQL schema has the
--- same tables, columns and indexes.
+-- was the whole cost of history under load). Both stores run this template
+-- (its placeholders: src/store/migrations.rs).
 
 ALTER TABLE pending_images ADD COLUMN source TEXT;
 
@@ -17,7 +17,7 @@ ALTER TABLE pending_images ADD COLUMN source TEXT;
 -- digest-only push. An `accepted` row with a `batch_id` stands also for that
 -- batch's events. `recorded_at` (when the row was written) drives pruning.
 CREATE TABLE image_history (
-    id          INTEGER PRIMARY KEY,
+    id          {{id}},
     image_key   TEXT    NOT NULL,
     event       TEXT    NOT NULL,
     at_ms       BIGINT  NOT NULL,
@@ -34,7 +34,7 @@ CREATE INDEX image_history_by_key ON image_history (image_key, id);
 -- Rows not yet moved to image_history (a few thousand at most: see
 -- src/store/history/mod.rs, MERGE_AT); read by a scan.
 CREATE TABLE recent_history (
-    id          INTEGER PRIMARY KEY,
+    id          {{id}},
     image_key   TEXT    NOT NULL,
     event       TEXT    NOT NULL,
     at_ms       BIGINT  NOT NULL,
@@ -46,7 +46,7 @@ CREATE TABLE recent_history (
 );
 
 CREATE TABLE batch_events (
-    id             INTEGER PRIMARY KEY,
+    id             {{id}},
     batch_id       BIGINT  NOT NULL,
     event          TEXT    NOT NULL,
     at_ms          BIGINT  NOT NULL,

@@ -1,6 +1,6 @@
 -- Digests: every pending image keeps the manifest digest its push named, and
 -- pushes that named only a digest wait here until SWR EE names its tags.
--- The PostgreSQL schema has the same tables, columns and indexes.
+-- Both stores run this template (its placeholders: src/store/migrations.rs).
 
 ALTER TABLE pending_images ADD COLUMN digest TEXT;
 
@@ -9,7 +9,7 @@ ALTER TABLE pending_images ADD COLUMN digest TEXT;
 -- `claims` counts leases; with `owner` it names one, so a stale resolver's
 -- settle changes nothing.
 CREATE TABLE pending_digests (
-    id                    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                    {{id_never_reused}},
     source                TEXT    NOT NULL,
     partition_key         TEXT    NOT NULL,
     image_type            TEXT    NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE pending_digests (
     enqueued_at           BIGINT  NOT NULL,
     next_attempt_at       BIGINT  NOT NULL,
     owner                 TEXT,
-    claims                INTEGER NOT NULL DEFAULT 0,
+    claims                INTEGER NOT NULL DEFAULT 0{{postgres: CHECK (claims >= 0)}},
     untagged_answers      INTEGER NOT NULL DEFAULT 0,
     failures              INTEGER NOT NULL DEFAULT 0,
     last_error            TEXT
@@ -38,4 +38,4 @@ CREATE INDEX pending_digests_by_next_attempt ON pending_digests (next_attempt_at
 -- A dead letter for a digest SWR refused to resolve: the digest as JSON
 -- {"source", "partition", "namespace", "name", "digest", "instance_url"};
 -- NULL for batches HSS refused.
-ALTER TABLE dead_letters ADD COLUMN unresolved TEXT;
+ALTER TABLE dead_letters ADD COLUMN unresolved {{json}};
