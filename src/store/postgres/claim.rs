@@ -138,6 +138,19 @@ pub(super) async fn reclaim_batch(
     }))
 }
 
+/// Whether [`form_batch`] first asks, outside a transaction, if anything is
+/// due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LookFirst {
+    /// Usually nothing is due (the batcher asks after every wake-up), and
+    /// that answer then needs no BEGIN and COMMIT.
+    Yes,
+    /// The last claim formed a batch, so more are likely due: the look
+    /// would only walk the partitions once more (its index walk was 15 % of
+    /// the server's statement time under load, BENCHMARKS.md).
+    No,
+}
+
 /// Forms a new batch of the oldest images of a due partition.
 pub(super) async fn form_batch(
     client: &mut deadpool_postgres::Client,
@@ -145,6 +158,7 @@ pub(super) async fn form_batch(
     now: Millis,
     policy: &BatchPolicy,
     record_history: bool,
+    look_first: LookFirst,
 ) -> Result<Option<ClaimedBatch>, StoreError> {
     let max_images = as_bigint(policy.max_images.max(1));
     let due_partitions = client
@@ -153,13 +167,12 @@ pub(super) async fn form_batch(
         .map_err(from_postgres)?;
     let due_arguments: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&max_images, &policy.window_ms, &now, &CLAIM_CANDIDATES];
-    // Looked for outside a transaction first: usually nothing is due, and
-    // that answer needs no BEGIN and COMMIT.
-    if client
-        .query(&due_partitions, &due_arguments)
-        .await
-        .map_err(from_postgres)?
-        .is_empty()
+    if look_first == LookFirst::Yes
+        && client
+            .query(&due_partitions, &due_arguments)
+            .await
+            .map_err(from_postgres)?
+            .is_empty()
     {
         return Ok(None);
     }

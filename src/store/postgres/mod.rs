@@ -12,6 +12,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,6 +60,9 @@ pub struct PostgresStore {
     group: GroupCommit,
     /// `store.history_retention_s = 0` turns history off: nothing is recorded.
     record_history: bool,
+    /// Whether this store's last claim formed a new batch (see
+    /// [`claim::LookFirst`]); only a hint, so any ordering will do.
+    last_claim_formed: AtomicBool,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -107,6 +111,7 @@ impl PostgresStore {
             schema: schema.map(str::to_string),
             group: GroupCommit::with_committers(committers(pool_size)),
             record_history: true,
+            last_claim_formed: AtomicBool::new(false),
         })
     }
 
@@ -284,7 +289,16 @@ impl Store for PostgresStore {
             if let Some(batch) = claim::reclaim_batch(&client, owner, now, policy, record).await? {
                 return Ok(Some(batch));
             }
-            claim::form_batch(&mut client, owner, now, policy, record).await
+            let look_first = if self.last_claim_formed.load(Ordering::Relaxed) {
+                claim::LookFirst::No
+            } else {
+                claim::LookFirst::Yes
+            };
+            let formed =
+                claim::form_batch(&mut client, owner, now, policy, record, look_first).await?;
+            self.last_claim_formed
+                .store(formed.is_some(), Ordering::Relaxed);
+            Ok(formed)
         })
         .await
     }
