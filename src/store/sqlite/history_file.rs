@@ -31,17 +31,11 @@ use super::connection::{ConfigureError, Patience, WriteTurn, configure_connectio
 use super::history::record_at;
 use super::rows::all_rows;
 use crate::store::Millis;
-use crate::store::history::{ImageRecord, PRUNE_BATCH};
-
-/// Recent rows gathered before the mover copies them here. Larger moves
-/// write each index page for more rows; they no longer stall intake (only
-/// this file is locked), but a history read scans up to this many recent
-/// rows. Measured in BENCHMARKS.md, "History recording (issue 16)".
-pub(super) const MOVE_AT: i64 = 8_192;
+use crate::store::history::{ImageRecord, MERGE_AT, PRUNE_BATCH};
 
 /// The most rows one move copies: a backlog (a legacy file's history after
 /// migration 0007) goes over in steps, each with a short delete on the queue.
-const MOVE_AT_MOST: i64 = 4 * MOVE_AT;
+const MOVE_AT_MOST: i64 = 4 * MERGE_AT;
 
 /// This file's schema version (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;

@@ -254,11 +254,11 @@ async fn a_read_racing_a_move_sees_each_row_once() {
 /// The mover moves by itself once enough rows wait.
 #[tokio::test]
 async fn the_mover_moves_once_enough_rows_gathered() {
-    use super::history_file::MOVE_AT;
+    use crate::store::history::MERGE_AT;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(&dir);
     let store = open_migrated(&path, 2).await;
-    let count = usize::try_from(MOVE_AT).expect("small");
+    let count = usize::try_from(MERGE_AT).expect("small");
     let tags: Vec<String> = (0..count).map(|n| format!("v{n}")).collect();
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     let policy = BatchPolicy {
@@ -277,7 +277,7 @@ async fn the_mover_moves_once_enough_rows_gathered() {
         .await
         .expect("complete");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while places(&path) != (0, MOVE_AT, MOVE_AT) {
+    while places(&path) != (0, MERGE_AT, MERGE_AT) {
         assert!(
             std::time::Instant::now() < deadline,
             "not moved: {:?}",

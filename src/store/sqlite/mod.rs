@@ -1,5 +1,5 @@
 //! The embedded [`Store`]: one SQLite file behind a deadpool-sqlite pool, for a
-//! single bridge instance.
+//! single bridge instance, and a second file for images' indexed history.
 //!
 //! # Why WAL and `synchronous=FULL`
 //!
@@ -31,6 +31,16 @@
 //! its own savepoint, and each answered only once that transaction committed:
 //! see [`super::group_commit`]. One thread with its own connection writes the
 //! groups ([`writer`]).
+//!
+//! # Why history has a file of its own
+//!
+//! Images' history is indexed by image, and keeping that index up to date
+//! costs a write per index page; in the queue file it held the only write
+//! lock while webhooks waited. The queue file keeps the unindexed recent
+//! rows, written in the same transactions as the state changes they record;
+//! a mover thread ([`mover`]) carries them in bulk to `<queue file>-history`
+//! ([`history_file`], which explains the cursor that makes a crash between
+//! the two files repeat or skip nothing).
 //!
 //! All other blocking SQLite work runs on the pool's `interact` (tokio's
 //! blocking threads), never on the async runtime threads.

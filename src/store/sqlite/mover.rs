@@ -11,8 +11,9 @@ use std::thread::{self, Thread};
 use std::time::Duration;
 
 use super::connection::WriteTurn;
-use super::history_file::{HistoryFile, MOVE_AT};
+use super::history_file::HistoryFile;
 use crate::store::StoreError;
+use crate::store::history::MERGE_AT;
 
 /// How often the mover looks without being woken: intake's own history rows
 /// (duplicates, ignored pushes) gather without a settle to wake it.
@@ -87,7 +88,7 @@ fn move_while_open(flags: &Flags, history: &HistoryFile, write_turn: &WriteTurn)
         if !flags.migrated.load(Ordering::SeqCst) {
             continue;
         }
-        match history.move_gathered(MOVE_AT, write_turn) {
+        match history.move_gathered(MERGE_AT, write_turn) {
             Ok(0) => {}
             Ok(moved) => {
                 tracing::debug!(history = %history.path().display(), moved, "moved history rows");
