@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 
-use super::connection::{ConfigureError, Patience, WriteTurn, configure_connection, take_turn};
+use super::connection::{Patience, WriteTurn, configure_connection, take_turn};
 use super::history::record_at;
 use super::rows::all_rows;
 use crate::store::Millis;
@@ -58,7 +58,6 @@ CREATE TABLE IF NOT EXISTS history_cursor (
     moved_through BIGINT  NOT NULL
 );
 INSERT OR IGNORE INTO history_cursor (only, moved_through) VALUES (1, 0);
-PRAGMA user_version = 1;
 ";
 
 /// The queue file as the mover's connection names it.
@@ -116,15 +115,16 @@ impl HistoryFile {
         };
         let open = || -> Result<Connection, HistoryFileError> {
             let mut conn = Connection::open(&path).map_err(|err| open_failure(err.to_string()))?;
-            configure_connection(&mut conn, patience.busy).map_err(|err| match err {
-                ConfigureError::Sql(err) => open_failure(err.to_string()),
-                other => open_failure(other.to_string()),
-            })?;
+            configure_connection(&mut conn, patience.busy)
+                .map_err(|err| open_failure(err.to_string()))?;
             Ok(conn)
         };
         let mover = open()?;
         mover
-            .execute("ATTACH DATABASE ?1 AS queue", [queue.to_string_lossy()])
+            .execute(
+                &format!("ATTACH DATABASE ?1 AS {QUEUE}"),
+                [queue.to_string_lossy()],
+            )
             .map_err(|err| open_failure(format!("cannot attach the queue file: {err}")))?;
         let reader = open()?;
         Ok(Self {
@@ -164,6 +164,8 @@ impl HistoryFile {
         }
         let tx = conn.transaction().map_err(&failure)?;
         tx.execute_batch(SCHEMA).map_err(&failure)?;
+        tx.pragma_update(Some("main"), "user_version", SCHEMA_VERSION)
+            .map_err(&failure)?;
         tx.commit().map_err(&failure)?;
         keep_ids_above_cursor(&conn).map_err(&failure)
     }
