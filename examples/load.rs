@@ -1648,8 +1648,17 @@ impl RunStore {
                     (SELECT count(*) FROM batch_events)";
         match self {
             RunStore::Sqlite(path) => {
+                // The indexed history is in its own file; recent rows at or
+                // below its cursor were moved already (not yet deleted).
+                const SQLITE_COUNT: &str = "SELECT (SELECT count(*) FROM kept.image_history)
+                        + (SELECT count(*) FROM recent_history
+                           WHERE id > (SELECT moved_through FROM kept.history_cursor)),
+                        (SELECT count(*) FROM batch_events)";
                 let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-                conn.query_row(COUNT, [], |row| Ok((row.get(0)?, row.get(1)?)))
+                let history = swr_scan_bridge::store::sqlite::history_path(&path);
+                conn.execute("ATTACH DATABASE ?1 AS kept", [history.to_string_lossy()])
+                    .map_err(|e| e.to_string())?;
+                conn.query_row(SQLITE_COUNT, [], |row| Ok((row.get(0)?, row.get(1)?)))
                     .map_err(|e| e.to_string())
             }
             RunStore::Postgres {

@@ -52,13 +52,14 @@ macro_rules! step {
 
 /// Every step, oldest first. A schema change is a new `step!` with the next
 /// number and its file(s); an applied step's SQL is never changed.
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     step!(1, "initial", both "0001_initial.sql"),
     step!(2, "digests", both "0002_digests.sql"),
     step!(3, "poll_state", both "0003_poll_state.sql"),
     step!(4, "no_age_index", each_dialect "0004_no_age_index.sql"),
     step!(5, "pg_leaner_pending", each_dialect "0005_pg_leaner_pending.sql"),
     step!(6, "history", both "0006_history.sql"),
+    step!(7, "history_file", each_dialect "0007_history_file.sql"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,8 +282,8 @@ mod tests {
         let versions = |applied: &[i64]| -> Vec<i64> {
             pending(&SQLITE, applied).map(|m| m.version).collect()
         };
-        assert_eq!(versions(&[]), vec![1, 2, 3, 4, 5, 6]);
-        assert_eq!(versions(&[2]), vec![1, 3, 4, 5, 6]);
-        assert_eq!(versions(&[1, 2, 3, 4, 5, 6, 99]), Vec::<i64>::new());
+        assert_eq!(versions(&[]), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions(&[2]), vec![1, 3, 4, 5, 6, 7]);
+        assert_eq!(versions(&[1, 2, 3, 4, 5, 6, 7, 99]), Vec::<i64>::new());
     }
 }

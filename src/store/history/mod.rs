@@ -18,11 +18,13 @@
 //! # Why history rows are moved in bulk
 //!
 //! The SQLite store appends history rows to an unindexed `recent_history`
-//! table, and moves them to the indexed `image_history` once [`MERGE_AT`]
-//! have gathered, sorted by image. Indexing each image as its batch settled
-//! touched one index page per image at a random place: measured on SQLite,
-//! that alone took intake from 0.93× to 0.61× of its throughput without
-//! history (BENCHMARKS.md). A sorted move updates each index page once.
+//! table in the queue file, and a thread of its own moves them, once
+//! [`MERGE_AT`] have gathered and sorted by image, to the indexed
+//! `image_history` in a file of its own (`sqlite::history_file`). Indexing
+//! each image as its batch settled touched one index page per image at a
+//! random place: measured on SQLite, that alone took intake from 0.93× to
+//! 0.61× of its throughput without history (BENCHMARKS.md); and a move in the
+//! queue file held its only write lock while every webhook waited.
 //! PostgreSQL writes the indexed table directly: there a random index insert
 //! changes a page in shared buffers, and staging rows cost more than it
 //! saved (see [`crate::store::postgres`]'s `history` module).
@@ -39,9 +41,12 @@ pub use subject::{HistorySubject, SubjectError};
 /// `GET /admin/history` answers at most this many events: an image's newest.
 pub const HISTORY_LIMIT: usize = 1_000;
 
-/// Rows gathered in `recent_history` before they are moved, sorted, to the
-/// indexed table; also about the most a history read scans there.
-pub const MERGE_AT: i64 = 2_048;
+/// Recent rows the SQLite store gathers before it moves them, sorted, to
+/// its history file. Larger moves write each index page for more rows (they
+/// no longer stall intake: only the history file is locked), but a history
+/// read scans up to this many recent rows. Measured in BENCHMARKS.md,
+/// "History recording (issue 16)".
+pub const MERGE_AT: i64 = 8_192;
 
 /// History rows deleted per pruning statement: keeps one delete short
 /// against the writers it shares the store with.

@@ -1,14 +1,15 @@
 //! The SQLite side of images' history (see [`crate::store::history`]):
-//! rows written where a state ends, read back joined with the live queue.
+//! rows written to the queue file where a state ends, read back joined with
+//! the live queue and the history file ([`super::history_file`]).
 
 use rusqlite::{Connection, Row};
 
-use super::connection::immediate;
+use super::history_file::HistoryFile;
 use super::rows::all_rows;
 use crate::store::Millis;
 use crate::store::history::{
-    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, MERGE_AT,
-    PRUNE_BATCH, assemble, batches_named,
+    BatchEvent, EventKind, HistoryEvent, HistorySubject, ImageRecord, KeyedRecord, PRUNE_BATCH,
+    assemble, batches_named,
 };
 
 /// Writes one rare event (duplicate, ignored, a digest's resolution).
@@ -66,32 +67,6 @@ pub(super) fn keep_batch_images(
     .execute((batch_id, now))
 }
 
-/// Moves the rows of `recent_history` to the indexed table, sorted by image,
-/// once [`MERGE_AT`] have gathered (or at once with `everything`); the
-/// number moved.
-pub(super) fn merge_recent(tx: &Connection, everything: bool) -> rusqlite::Result<usize> {
-    let (oldest, newest): (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT MIN(id), MAX(id) FROM recent_history")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let (Some(oldest), Some(newest)) = (oldest, newest) else {
-        return Ok(0);
-    };
-    if !everything && newest - oldest + 1 < MERGE_AT {
-        return Ok(0);
-    }
-    let moved = tx
-        .prepare_cached(
-            "INSERT INTO image_history (image_key, event, at_ms, source, batch_id, reason, digest,
-                                        recorded_at)
-             SELECT image_key, event, at_ms, source, batch_id, reason, digest, recorded_at
-             FROM recent_history WHERE id <= ?1 ORDER BY image_key, id",
-        )?
-        .execute([newest])?;
-    tx.prepare_cached("DELETE FROM recent_history WHERE id <= ?1")?
-        .execute([newest])?;
-    Ok(moved)
-}
-
 fn event_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<EventKind> {
     let text: String = row.get(idx)?;
     EventKind::parse(&text).ok_or_else(|| {
@@ -103,7 +78,7 @@ fn event_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<EventKind> {
     })
 }
 
-fn record_at(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
+pub(super) fn record_at(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     Ok(ImageRecord {
         seq: row.get(0)?,
         at_ms: row.get(1)?,
@@ -115,21 +90,27 @@ fn record_at(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     })
 }
 
-/// The subject's history rows and its live queue rows. The live part scans
-/// the queue (no index on image names: intake would pay for it on every
-/// image); the queue holds what waits for the next window or two.
-fn records(conn: &Connection, subject: &HistorySubject) -> rusqlite::Result<Vec<ImageRecord>> {
-    let key = subject.to_string();
-    let mut records: Vec<ImageRecord> = all_rows(
+/// The subject's rows in the queue file: its recent history rows and its
+/// live queue rows, and the highest recent id ever given (the queue's
+/// snapshot reaches that far). The live part scans the queue (no index on
+/// image names: intake would pay for it on every image); the queue holds
+/// what waits for the next window or two.
+pub(super) fn queue_records(
+    conn: &Connection,
+    subject: &HistorySubject,
+) -> rusqlite::Result<QueueRecords> {
+    let recent: Vec<ImageRecord> = all_rows(
         conn,
         "SELECT id, at_ms, event, source, batch_id, reason, digest
-             FROM image_history WHERE image_key = ?1
-             UNION ALL
-             SELECT id, at_ms, event, source, batch_id, reason, digest
              FROM recent_history WHERE image_key = ?1",
-        [&key],
+        [subject.to_string()],
         record_at,
     )?;
+    let newest_id: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'recent_history'",
+        )?
+        .query_row([], |row| row.get(0))?;
     let live: Vec<ImageRecord> = match subject {
         HistorySubject::Tagged(image) => all_rows(
             conn,
@@ -150,8 +131,41 @@ fn records(conn: &Connection, subject: &HistorySubject) -> rusqlite::Result<Vec<
             record_at,
         )?,
     };
-    records.extend(live);
-    Ok(records)
+    Ok(QueueRecords {
+        key: subject.to_string(),
+        recent,
+        live,
+        newest_id,
+    })
+}
+
+/// What the queue file's snapshot holds of one subject.
+pub(super) struct QueueRecords {
+    key: String,
+    recent: Vec<ImageRecord>,
+    live: Vec<ImageRecord>,
+    newest_id: i64,
+}
+
+impl QueueRecords {
+    /// These records with the subject's rows in the history file, which must
+    /// be read AFTER the queue's: a move between the two reads then neither
+    /// hides nor doubles a row. A recent row the queue's snapshot saw is
+    /// either still above the cursor read later (not moved: kept from here)
+    /// or at or below it (moved, and in the same history snapshot as that
+    /// cursor: kept from there). Read the other way round, a move and its
+    /// delete in between would hide the rows it moved. History rows above
+    /// `newest_id` were recorded after the queue's snapshot and are left
+    /// out, so the answer is that snapshot's, batch events included.
+    pub(super) fn with_moved(
+        self,
+        history_file: &HistoryFile,
+    ) -> rusqlite::Result<Vec<ImageRecord>> {
+        let (mut records, cursor) = history_file.rows(&self.key, self.newest_id)?;
+        records.extend(self.recent.into_iter().filter(|record| record.seq > cursor));
+        records.extend(self.live);
+        Ok(records)
+    }
 }
 
 fn batch_events(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchEvent>> {
@@ -177,12 +191,14 @@ fn batch_events(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<BatchE
 
 pub(super) fn history(
     conn: &mut Connection,
+    history_file: &HistoryFile,
     subject: &HistorySubject,
     limit: usize,
 ) -> rusqlite::Result<Vec<HistoryEvent>> {
-    // One read transaction: a batch settling meanwhile is seen before or after.
+    // One read transaction on the queue file: a batch settling meanwhile is
+    // seen before or after, never half.
     let tx = conn.transaction()?;
-    let records = records(&tx, subject)?;
+    let records = queue_records(&tx, subject)?.with_moved(history_file)?;
     let mut facts = Vec::new();
     for batch_id in batches_named(&records) {
         facts.extend(batch_events(&tx, batch_id)?);
@@ -191,25 +207,16 @@ pub(super) fn history(
     Ok(assemble(&records, &facts, limit))
 }
 
-/// Moves every recent row to the indexed table, then deletes the oldest rows
-/// of history and batch events recorded before `cutoff`, at most
-/// [`PRUNE_BATCH`] each: walks the row ids from the oldest and stops at the
-/// first young row, so a pass costs what it deletes, not the table's size.
-pub(super) fn prune(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
-    let tx = immediate(conn)?;
-    merge_recent(&tx, true)?;
-    let mut pruned = 0;
-    for (table, time) in [("image_history", "recorded_at"), ("batch_events", "at_ms")] {
-        pruned += tx
-            .prepare_cached(&format!(
-                "DELETE FROM {table}
-                 WHERE id < COALESCE((SELECT id FROM {table} WHERE {time} >= ?1
-                                      ORDER BY id LIMIT 1),
-                                     (SELECT MAX(id) + 1 FROM {table}))
-                   AND id < (SELECT MIN(id) FROM {table}) + ?2"
-            ))?
-            .execute((cutoff, PRUNE_BATCH))?;
-    }
-    tx.commit()?;
-    Ok(pruned)
+/// Deletes the oldest batch events recorded before `cutoff`, at most
+/// [`PRUNE_BATCH`]: walks the row ids from the oldest and stops at the first
+/// young row, so a pass costs what it deletes, not the table's size. (The
+/// history file prunes its rows the same way: [`HistoryFile::prune`].)
+pub(super) fn prune_batch_events(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM batch_events
+         WHERE id < COALESCE((SELECT id FROM batch_events WHERE at_ms >= ?1 ORDER BY id LIMIT 1),
+                             (SELECT MAX(id) + 1 FROM batch_events))
+           AND id < (SELECT MIN(id) FROM batch_events) + ?2",
+    )?
+    .execute((cutoff, PRUNE_BATCH))
 }

@@ -1,5 +1,5 @@
 //! The embedded [`Store`]: one SQLite file behind a deadpool-sqlite pool, for a
-//! single bridge instance.
+//! single bridge instance, and a second file for images' indexed history.
 //!
 //! # Why WAL and `synchronous=FULL`
 //!
@@ -32,6 +32,16 @@
 //! see [`super::group_commit`]. One thread with its own connection writes the
 //! groups ([`writer`]).
 //!
+//! # Why history has a file of its own
+//!
+//! Images' history is indexed by image, and keeping that index up to date
+//! costs a write per index page; in the queue file it held the only write
+//! lock while webhooks waited. The queue file keeps the unindexed recent
+//! rows, written in the same transactions as the state changes they record;
+//! a mover thread ([`mover`]) carries them in bulk to `<queue file>-history`
+//! ([`history_file`], which explains the cursor that makes a crash between
+//! the two files repeat or skip nothing).
+//!
 //! All other blocking SQLite work runs on the pool's `interact` (tokio's
 //! blocking threads), never on the async runtime threads.
 
@@ -55,7 +65,11 @@ mod digests;
 mod enqueue;
 mod errors;
 mod history;
+mod history_file;
+#[cfg(test)]
+mod history_tests;
 mod migrate;
+mod mover;
 mod poll_state;
 mod rows;
 mod settle;
@@ -67,8 +81,11 @@ use admin::{dead_letters, pending, prune_deliveries, retry_dead_letter, stats};
 use claim::{claim, next_due};
 use connection::{ConfigureError, Patience, WriteTurn, configure_connection, take_turn};
 use errors::{panic_reason, sql_failure};
-use history::{history, prune as prune_history};
+use history::{history, prune_batch_events};
+use history_file::HistoryFile;
+pub use history_file::history_path;
 use migrate::{apply_migrations, migrations, wall_clock_ms};
+use mover::Mover;
 use settle::{Lease, complete, dead_letter, release};
 use writer::GroupWriter;
 
@@ -93,6 +110,9 @@ pub struct SqliteStore {
     write_turn: Arc<WriteTurn>,
     /// `store.history_retention_s = 0` turns history off: nothing is recorded.
     record_history: bool,
+    /// The indexed history, in its own file ([`history_path`]).
+    history: Arc<HistoryFile>,
+    mover: Mover,
 }
 
 impl SqliteStore {
@@ -146,12 +166,21 @@ impl SqliteStore {
             .map_err(|err| unavailable(format!("cannot build the connection pool: {err}")))?;
         let write_turn: Arc<WriteTurn> = Arc::default();
         let writer = GroupWriter::start(path, patience, Arc::clone(&write_turn)).await?;
+        let queue = path.to_path_buf();
+        let history = tokio::task::spawn_blocking(move || HistoryFile::open(&queue, patience))
+            .await
+            .map_err(|err| unavailable(format!("opening the history file failed: {err}")))?
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let history = Arc::new(history);
+        let mover = Mover::start(Arc::clone(&history), Arc::clone(&write_turn))?;
         let store = SqliteStore {
             pool,
             path: path.to_path_buf(),
             writer,
             write_turn,
             record_history: true,
+            history,
+            mover,
         };
         store.ping().await?;
         tracing::debug!(db = %path.display(), pool_size, "sqlite store opened");
@@ -168,6 +197,7 @@ impl SqliteStore {
     /// returned, and every later call fails as [`StoreError::Unavailable`].
     pub fn close(&self) {
         self.writer.stop();
+        self.mover.stop();
         self.pool.close();
     }
 
@@ -264,6 +294,17 @@ impl Store for SqliteStore {
         for version in applied {
             tracing::info!(db = %self.path.display(), version, "applied schema migration");
         }
+        let history = Arc::clone(&self.history);
+        tokio::task::spawn_blocking(move || history.migrate())
+            .await
+            .map_err(|err| {
+                StoreError::Migration(format!(
+                    "sqlite history file {}: {err}",
+                    self.history.path().display()
+                ))
+            })?
+            .map_err(|err| StoreError::Migration(err.to_string()))?;
+        self.mover.migrated();
         Ok(())
     }
 
@@ -335,6 +376,7 @@ impl Store for SqliteStore {
                 complete(conn, batch_id, receipt, now, record_history)
             })
             .await?;
+        self.mover.nudge();
         tracing::debug!(batch_id, images, "completed batch");
         Ok(())
     }
@@ -377,6 +419,7 @@ impl Store for SqliteStore {
                 dead_letter(conn, batch_id, cause, now, record_history)
             })
             .await?;
+        self.mover.nudge();
         if let Some(letter_id) = letter {
             tracing::debug!(batch_id, letter_id, "moved batch to dead letters");
         }
@@ -423,14 +466,26 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<HistoryEvent>, StoreError> {
         let subject = subject.clone();
-        self.run("history", move |conn| history(conn, &subject, limit))
-            .await
+        let history_file = Arc::clone(&self.history);
+        self.run("history", move |conn| {
+            history(conn, &history_file, &subject, limit)
+        })
+        .await
     }
 
     async fn prune_history(&self, cutoff: Millis) -> Result<u64, StoreError> {
-        let pruned = self
-            .write("prune_history", move |conn| prune_history(conn, cutoff))
+        let (history, write_turn) = (Arc::clone(&self.history), Arc::clone(&self.write_turn));
+        let rows = tokio::task::spawn_blocking(move || history.prune(cutoff, &write_turn))
+            .await
+            .map_err(|err| {
+                StoreError::Query(format!("prune_history: the history task failed: {err}"))
+            })?
+            .map_err(|err| sql_failure(self.history.path(), "prune_history", &err))?;
+        let events = self
+            .write("prune_history", move |conn| {
+                prune_batch_events(conn, cutoff)
+            })
             .await?;
-        Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
+        Ok(u64::try_from(rows + events).unwrap_or(u64::MAX))
     }
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use super::claim::batch_images;
 use super::connection::immediate;
-use super::history::{insert_batch_event, keep_batch_images, merge_recent};
+use super::history::{insert_batch_event, keep_batch_images};
 use super::rows::{images_to_json, optional_row, partition_at};
 use crate::store::history::BatchEvent;
 use crate::store::{DeadLetterCause, Millis, RetryCause, ScanReceipt};
@@ -21,7 +21,6 @@ pub(super) fn complete(
     if record_history {
         keep_batch_images(&tx, batch_id, now)?;
         insert_batch_event(&tx, &BatchEvent::scanned(batch_id, now, &receipt))?;
-        merge_recent(&tx, false)?;
     }
     let images = tx
         .prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
@@ -85,7 +84,6 @@ pub(super) fn dead_letter(
     if record_history {
         keep_batch_images(&tx, batch_id, now)?;
         insert_batch_event(&tx, &BatchEvent::dead_letter(batch_id, now, &cause))?;
-        merge_recent(&tx, false)?;
     }
     tx.prepare_cached("DELETE FROM pending_images WHERE batch_id = ?1")?
         .execute([batch_id])?;

@@ -15,13 +15,13 @@ use crate::domain::{Partition, ScanTarget};
 use crate::store::DeliveryKey;
 use crate::store::conformance::{self, POLICY, partition, receipt, target};
 
-const T0: Millis = 1_800_000_000_000;
+pub(super) const T0: Millis = 1_800_000_000_000;
 
-fn db_path(dir: &TempDir) -> PathBuf {
+pub(super) fn db_path(dir: &TempDir) -> PathBuf {
     dir.path().join("bridge.db")
 }
 
-async fn open_migrated(path: &Path, pool_size: usize) -> SqliteStore {
+pub(super) async fn open_migrated(path: &Path, pool_size: usize) -> SqliteStore {
     let store = SqliteStore::open(path, pool_size).await.expect("open");
     store.migrate().await.expect("migrate");
     store
@@ -934,70 +934,4 @@ async fn closing_commits_what_is_queued_and_refuses_later_enqueues() {
     drop(store);
     let reopened = open_migrated(&path, 1).await;
     assert_eq!(reopened.pending(10).await.expect("pending").len(), 2);
-}
-
-async fn history_rows(store: &SqliteStore) -> (i64, i64, i64) {
-    store
-        .run("count", |conn| {
-            conn.query_row(
-                "SELECT (SELECT count(*) FROM recent_history), (SELECT count(*) FROM image_history),
-                        (SELECT count(*) FROM batch_events)",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-        })
-        .await
-        .expect("count")
-}
-
-/// History rows gather unindexed and move to the indexed table in bulk once
-/// `MERGE_AT` have gathered; with history off, none is written at all.
-#[tokio::test]
-async fn history_rows_move_to_the_indexed_table_in_bulk_and_none_without_history() {
-    use crate::store::history::MERGE_AT;
-    let count = usize::try_from(MERGE_AT).expect("small");
-    let targets: Vec<ScanTarget> = (0..count)
-        .map(|n| target("i1", "bulk", &format!("v{n}")))
-        .collect();
-    let policy = BatchPolicy {
-        max_images: count,
-        ..POLICY
-    };
-    for record in [true, false] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = open_migrated(&db_path(&dir), 2)
-            .await
-            .recording_history(record);
-        store
-            .enqueue(None, &targets[..1], T0)
-            .await
-            .expect("enqueue");
-        let first = store
-            .claim_batch("w1", T0 + 2_000, &policy)
-            .await
-            .expect("claim")
-            .expect("batch");
-        store
-            .complete(&first, &receipt(), T0 + 2_100)
-            .await
-            .expect("complete");
-        let expected = if record { (1, 0, 2) } else { (0, 0, 0) };
-        assert_eq!(history_rows(&store).await, expected, "one image, unmoved");
-
-        store
-            .enqueue(None, &targets[1..], T0 + 3_000)
-            .await
-            .expect("enqueue");
-        let rest = store
-            .claim_batch("w1", T0 + 5_000, &policy)
-            .await
-            .expect("claim")
-            .expect("batch");
-        store
-            .complete(&rest, &receipt(), T0 + 5_100)
-            .await
-            .expect("complete");
-        let expected = if record { (0, MERGE_AT, 4) } else { (0, 0, 0) };
-        assert_eq!(history_rows(&store).await, expected, "all moved at once");
-    }
 }

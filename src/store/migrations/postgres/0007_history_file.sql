@@ -1,0 +1,4 @@
+-- Nothing to do: this step is SQLite's (the dialects share their version
+-- numbers). SQLite keeps its indexed history in a file of its own, so that
+-- moving rows into the index does not hold the queue file's only write lock;
+-- PostgreSQL has no such lock and keeps image_history where it is.
