@@ -35,7 +35,7 @@ use crate::store::history::{ImageRecord, MERGE_AT, PRUNE_BATCH};
 
 /// The most rows one move copies: a backlog (a legacy file's history after
 /// migration 0007) goes over in steps, each with a short delete on the queue.
-const MOVE_AT_MOST: i64 = 4 * MERGE_AT;
+pub(super) const MOVE_AT_MOST: i64 = 4 * MERGE_AT;
 
 /// This file's schema version (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -88,13 +88,44 @@ pub(super) enum HistoryFileError {
     Newer { path: String, found: i64 },
 }
 
-/// The history file's two connections.
+/// Recent rows on their way from the queue file to this one.
+#[derive(Debug)]
+pub(super) struct Gathered {
+    rows: Vec<GatheredRow>,
+    /// The cursor once they are written: the highest id read, or past a gap.
+    through: i64,
+}
+
+impl Gathered {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+#[derive(Debug)]
+struct GatheredRow {
+    id: i64,
+    image_key: String,
+    event: String,
+    at_ms: Millis,
+    source: Option<String>,
+    batch_id: Option<i64>,
+    reason: Option<String>,
+    digest: Option<String>,
+    recorded_at: Millis,
+}
+
+/// The history file's connections.
 #[derive(Debug)]
 pub(super) struct HistoryFile {
     path: PathBuf,
-    /// Moves and prunes (this file's only writer in this process), with the
-    /// queue file attached as [`QUEUE`] to copy from and delete in.
+    /// Moves and prunes, with the queue file attached as [`QUEUE`] to copy
+    /// from and delete in.
     mover: Mutex<Connection>,
+    /// This file alone: the mover's idle-priority writes, which must hold no
+    /// snapshot of the queue file (an idle thread may keep one for seconds,
+    /// and the queue's WAL could not be checkpointed meanwhile).
+    indexer: Mutex<Connection>,
     /// `/admin/history` reads, so that a read does not wait for a move.
     reader: Mutex<Connection>,
 }
@@ -126,10 +157,12 @@ impl HistoryFile {
                 [queue.to_string_lossy()],
             )
             .map_err(|err| open_failure(format!("cannot attach the queue file: {err}")))?;
+        let indexer = open()?;
         let reader = open()?;
         Ok(Self {
             path,
             mover: Mutex::new(mover),
+            indexer: Mutex::new(indexer),
             reader: Mutex::new(reader),
         })
     }
@@ -182,6 +215,98 @@ impl HistoryFile {
             delete_moved(&conn)?;
         }
         Ok(moved)
+    }
+
+    /// The recent rows above the cursor (at most `at_most`), read from one
+    /// snapshot of the queue file, sorted by image, and the id the cursor
+    /// may be raised to once they are written here
+    /// ([`HistoryFile::write_gathered`]). The split lets the slow half, the
+    /// index writes, run on a thread that holds no lock nor snapshot of the
+    /// queue file (see [`super::mover`]).
+    pub fn read_gathered(&self, at_most: i64) -> rusqlite::Result<Gathered> {
+        let conn = locked(&self.mover);
+        let tx = conn.unchecked_transaction()?;
+        let cursor = cursor(&tx, "main")?;
+        let rows = all_rows(
+            &tx,
+            &format!(
+                "SELECT id, image_key, event, at_ms, source, batch_id, reason, digest, recorded_at
+                 FROM {QUEUE}.recent_history WHERE id > ?1 AND id <= ?1 + ?2
+                 ORDER BY image_key, id"
+            ),
+            (cursor, at_most),
+            |row| {
+                Ok(GatheredRow {
+                    id: row.get(0)?,
+                    image_key: row.get(1)?,
+                    event: row.get(2)?,
+                    at_ms: row.get(3)?,
+                    source: row.get(4)?,
+                    batch_id: row.get(5)?,
+                    reason: row.get(6)?,
+                    digest: row.get(7)?,
+                    recorded_at: row.get(8)?,
+                })
+            },
+        )?;
+        // Every id up to the snapshot's highest was committed when the
+        // snapshot was taken (one writer assigns them, in commit order).
+        let newest: i64 = tx
+            .prepare_cached(&format!(
+                "SELECT COALESCE(MAX(id), 0) FROM {QUEUE}.recent_history"
+            ))?
+            .query_row([], |row| row.get(0))?;
+        tx.finish()?;
+        Ok(Gathered {
+            rows,
+            through: cursor.max(newest.min(cursor + at_most)),
+        })
+    }
+
+    /// Writes rows [`HistoryFile::read_gathered`] read, and raises the cursor
+    /// past them, in one transaction of this file alone. A row here already
+    /// (a prune moved it meanwhile) is kept as it is.
+    pub fn write_gathered(&self, gathered: &Gathered) -> rusqlite::Result<usize> {
+        let mut conn = locked(&self.indexer);
+        let tx = conn.transaction()?;
+        let mut written = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO image_history (id, image_key, event, at_ms, source,
+                                                      batch_id, reason, digest, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for row in &gathered.rows {
+                written += insert.execute((
+                    row.id,
+                    &row.image_key,
+                    &row.event,
+                    row.at_ms,
+                    &row.source,
+                    row.batch_id,
+                    &row.reason,
+                    &row.digest,
+                    row.recorded_at,
+                ))?;
+            }
+        }
+        tx.prepare_cached("UPDATE history_cursor SET moved_through = MAX(moved_through, ?1)")?
+            .execute([gathered.through])?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Deletes from the queue file, in a turn of `write_turn`, the recent rows
+    /// the history file holds already.
+    pub fn delete_moved(&self, write_turn: &WriteTurn) -> rusqlite::Result<usize> {
+        let conn = locked(&self.mover);
+        let _turn = take_turn(write_turn);
+        delete_moved(&conn)
+    }
+
+    /// Recent rows not copied here yet.
+    pub fn waiting(&self) -> rusqlite::Result<i64> {
+        waiting_rows(&locked(&self.mover))
     }
 
     /// The first half of a move alone, as a crash before its delete leaves it.

@@ -70,6 +70,7 @@ mod history_file;
 mod history_tests;
 mod migrate;
 mod mover;
+mod mover_priority;
 mod poll_state;
 mod rows;
 mod settle;

@@ -1,17 +1,28 @@
-//! The thread that moves recent history rows into the history file (see
+//! The threads that move recent history rows into the history file (see
 //! [`super::history_file`]), woken by settles and on a timer.
 //!
-//! Why a thread of its own: a move runs for many milliseconds on the history
-//! file's lock; on tokio's blocking pool it would hold one of the threads the
-//! queue's work needs, and nobody waits for its answer anyway.
+//! Why threads of their own: a move runs for many milliseconds; on tokio's
+//! blocking pool it would hold one of the threads the queue's work needs,
+//! and nobody waits for its answer anyway.
+//!
+//! Why two: the mover thread, at normal priority, does what touches the
+//! queue file: it reads the gathered rows from one snapshot, and after they
+//! are written deletes them in a turn of the queue's write lock, which every
+//! webhook needs. The indexer thread writes them into the history file and
+//! raises its cursor, the CPU-heavy part, at idle priority (see
+//! [`super::mover_priority`]), holding nothing of the queue file's: an idle
+//! thread may wait seconds for a core, and a lock or snapshot held that long
+//! would stall intake or the queue's checkpoints.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
 use super::connection::WriteTurn;
-use super::history_file::HistoryFile;
+use super::history_file::{Gathered, HistoryFile, MOVE_AT_MOST};
+use super::mover_priority::{YIELD_UP_TO, make_current_thread_idle};
 use crate::store::StoreError;
 use crate::store::history::MERGE_AT;
 
@@ -41,9 +52,19 @@ impl Mover {
     ) -> Result<Self, StoreError> {
         let flags = Arc::new(Flags::default());
         let thread_flags = Arc::clone(&flags);
+        let (to_index, gathered) = sync_channel::<Gathered>(1);
+        let (indexed, written) = sync_channel::<rusqlite::Result<usize>>(1);
+        let indexer_history = Arc::clone(&history);
+        thread::Builder::new()
+            .name("sqlite-history-index".into())
+            .spawn(move || index_at_idle_priority(&gathered, &indexed, &indexer_history))
+            .map_err(|err| {
+                StoreError::Unavailable(format!("cannot start the history indexer thread: {err}"))
+            })?;
+        let channels = IndexerChannels { to_index, written };
         let handle = thread::Builder::new()
             .name("sqlite-history".into())
-            .spawn(move || move_while_open(&thread_flags, &history, &write_turn))
+            .spawn(move || move_while_open(&thread_flags, &history, &write_turn, &channels))
             .map_err(|err| {
                 StoreError::Unavailable(format!("cannot start the history mover thread: {err}"))
             })?;
@@ -78,7 +99,28 @@ impl Drop for Mover {
     }
 }
 
-fn move_while_open(flags: &Flags, history: &HistoryFile, write_turn: &WriteTurn) {
+/// The mover's ends of the indexer's channels.
+struct IndexerChannels {
+    to_index: SyncSender<Gathered>,
+    written: Receiver<rusqlite::Result<usize>>,
+}
+
+impl IndexerChannels {
+    /// Has the indexer write `gathered`; `None` once the indexer is gone.
+    fn index(&self, gathered: Gathered) -> Option<rusqlite::Result<usize>> {
+        self.to_index.send(gathered).ok()?;
+        self.written.recv().ok()
+    }
+}
+
+/// The mover thread, until the store stops (dropping `channels` then ends the
+/// indexer thread).
+fn move_while_open(
+    flags: &Flags,
+    history: &HistoryFile,
+    write_turn: &WriteTurn,
+    channels: &IndexerChannels,
+) {
     loop {
         // `unpark` before `park` is not lost: it returns at once.
         thread::park_timeout(LOOK_EVERY);
@@ -88,15 +130,56 @@ fn move_while_open(flags: &Flags, history: &HistoryFile, write_turn: &WriteTurn)
         if !flags.migrated.load(Ordering::SeqCst) {
             continue;
         }
-        match history.move_gathered(MERGE_AT, write_turn) {
-            Ok(0) => {}
-            Ok(moved) => {
-                tracing::debug!(history = %history.path().display(), moved, "moved history rows");
-            }
+        if let Err(err) = move_gathered(history, write_turn, channels) {
             // Nothing is lost: the rows wait in the queue file for the next try.
-            Err(err) => {
-                tracing::warn!(history = %history.path().display(), error = %err, "moving history rows failed");
+            tracing::warn!(history = %history.path().display(), error = %err, "moving history rows failed");
+        }
+    }
+}
+
+/// Moves what has gathered, [`MOVE_AT_MOST`] rows at a time; nothing until
+/// [`MERGE_AT`] rows wait.
+fn move_gathered(
+    history: &HistoryFile,
+    write_turn: &WriteTurn,
+    channels: &IndexerChannels,
+) -> rusqlite::Result<()> {
+    loop {
+        let waiting = history.waiting()?;
+        if waiting < MERGE_AT {
+            return Ok(());
+        }
+        let gathered = history.read_gathered(MOVE_AT_MOST)?;
+        let rows = gathered.len();
+        let written = if waiting > YIELD_UP_TO {
+            // So long a backlog slows every history read: written now, at
+            // this thread's normal priority.
+            history.write_gathered(&gathered)?
+        } else {
+            match channels.index(gathered) {
+                Some(written) => written?,
+                None => return Ok(()),
             }
+        };
+        history.delete_moved(write_turn)?;
+        tracing::debug!(history = %history.path().display(), rows, written, "moved history rows");
+    }
+}
+
+/// The indexer thread: writes what the mover hands it, at idle priority,
+/// until the mover is gone.
+fn index_at_idle_priority(
+    gathered: &Receiver<Gathered>,
+    indexed: &SyncSender<rusqlite::Result<usize>>,
+    history: &HistoryFile,
+) {
+    if let Err(err) = make_current_thread_idle() {
+        // At normal priority the index writes take CPU from intake, no more.
+        tracing::warn!(history = %history.path().display(), error = %err, "the history indexer cannot run at idle priority");
+    }
+    while let Ok(rows) = gathered.recv() {
+        if indexed.send(history.write_gathered(&rows)).is_err() {
+            return;
         }
     }
 }
