@@ -35,7 +35,7 @@ use crate::store::history::{ImageRecord, MERGE_AT, PRUNE_BATCH};
 
 /// The most rows one move copies: a backlog (a legacy file's history after
 /// migration 0007) goes over in steps, each with a short delete on the queue.
-pub(super) const MOVE_AT_MOST: i64 = 4 * MERGE_AT;
+const MOVE_AT_MOST: i64 = 4 * MERGE_AT;
 
 /// This file's schema version (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -94,12 +94,6 @@ pub(super) struct Gathered {
     rows: Vec<GatheredRow>,
     /// The cursor once they are written: the highest id read, or past a gap.
     through: i64,
-}
-
-impl Gathered {
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
 }
 
 #[derive(Debug)]
@@ -204,17 +198,37 @@ impl HistoryFile {
     }
 
     /// Copies the gathered recent rows here once at least `at_least` wait
-    /// (all of them with 1), then deletes them from the queue file in turns
-    /// of `write_turn`; the number of rows moved.
+    /// (all of them with 1), [`MOVE_AT_MOST`] at a time, then deletes them
+    /// from the queue file in turns of `write_turn`; the number of rows moved.
     pub fn move_gathered(&self, at_least: i64, write_turn: &WriteTurn) -> rusqlite::Result<usize> {
-        let conn = locked(&self.mover);
+        self.move_gathered_with(at_least, write_turn, |gathered, _| {
+            Some(self.write_gathered(&gathered))
+        })
+    }
+
+    /// [`HistoryFile::move_gathered`] with the writing of each step left to
+    /// `write`, given the rows and how many were waiting: the mover hands
+    /// them to its idle-priority thread (see [`super::mover`]). `None` from
+    /// `write` ends the move, leaving the rows to the next.
+    pub fn move_gathered_with(
+        &self,
+        at_least: i64,
+        write_turn: &WriteTurn,
+        mut write: impl FnMut(Gathered, i64) -> Option<rusqlite::Result<usize>>,
+    ) -> rusqlite::Result<usize> {
         let mut moved = 0;
-        while waiting_rows(&conn)? >= at_least.max(1) {
-            moved += copy_recent(&conn)?;
-            let _turn = take_turn(write_turn);
-            delete_moved(&conn)?;
+        loop {
+            let waiting = self.waiting()?;
+            if waiting < at_least.max(1) {
+                return Ok(moved);
+            }
+            let gathered = self.read_gathered(MOVE_AT_MOST)?;
+            match write(gathered, waiting) {
+                Some(written) => moved += written?,
+                None => return Ok(moved),
+            }
+            self.delete_moved(write_turn)?;
         }
-        Ok(moved)
     }
 
     /// The recent rows above the cursor (at most `at_most`), read from one
@@ -312,7 +326,7 @@ impl HistoryFile {
     /// The first half of a move alone, as a crash before its delete leaves it.
     #[cfg(test)]
     pub fn copy_only(&self) -> rusqlite::Result<usize> {
-        copy_recent(&locked(&self.mover))
+        self.write_gathered(&self.read_gathered(MOVE_AT_MOST)?)
     }
 
     /// Moves every recent row here, then deletes the oldest rows recorded
@@ -366,39 +380,6 @@ fn waiting_rows(conn: &Connection) -> rusqlite::Result<i64> {
         ))?
         .query_row([], |row| row.get(0))?;
     Ok(newest - cursor(conn, "main")?)
-}
-
-/// One move: the recent rows above the cursor (at most [`MOVE_AT_MOST`]),
-/// sorted by image so the index is written in order, and the cursor raised
-/// to the highest id copied, in one transaction of this file. The queue file
-/// is only read, from one snapshot (the transaction's).
-fn copy_recent(conn: &Connection) -> rusqlite::Result<usize> {
-    // Deferred: IMMEDIATE would take the attached queue file's write lock too.
-    // The first statement writes this file, so its lock is taken before
-    // anything here is read and no other writer can slip in between.
-    let tx = conn.unchecked_transaction()?;
-    let copied = tx
-        .prepare_cached(&format!(
-            "INSERT INTO main.image_history (id, image_key, event, at_ms, source, batch_id, reason,
-                                             digest, recorded_at)
-             SELECT id, image_key, event, at_ms, source, batch_id, reason, digest, recorded_at
-             FROM {QUEUE}.recent_history
-             WHERE id > (SELECT moved_through FROM main.history_cursor)
-               AND id <= (SELECT moved_through FROM main.history_cursor) + ?1
-             ORDER BY image_key, id"
-        ))?
-        .execute([MOVE_AT_MOST])?;
-    // Every id up to the snapshot's highest was committed when the snapshot
-    // was taken (one writer assigns them, in commit order).
-    tx.prepare_cached(&format!(
-        "UPDATE main.history_cursor
-         SET moved_through = MAX(moved_through,
-                                 MIN(moved_through + ?1,
-                                     (SELECT COALESCE(MAX(id), 0) FROM {QUEUE}.recent_history)))"
-    ))?
-    .execute([MOVE_AT_MOST])?;
-    tx.commit()?;
-    Ok(copied)
 }
 
 /// Deletes from the queue file the recent rows a committed move copied here.

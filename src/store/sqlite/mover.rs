@@ -21,7 +21,7 @@ use std::thread::{self, Thread};
 use std::time::Duration;
 
 use super::connection::WriteTurn;
-use super::history_file::{Gathered, HistoryFile, MOVE_AT_MOST};
+use super::history_file::{Gathered, HistoryFile};
 use super::mover_priority::{YIELD_UP_TO, make_current_thread_idle};
 use crate::store::StoreError;
 use crate::store::history::MERGE_AT;
@@ -137,33 +137,25 @@ fn move_while_open(
     }
 }
 
-/// Moves what has gathered, [`MOVE_AT_MOST`] rows at a time; nothing until
-/// [`MERGE_AT`] rows wait.
+/// Moves what has gathered once [`MERGE_AT`] rows wait, each step's rows
+/// written by the idle-priority indexer, or by this thread past
+/// [`YIELD_UP_TO`]: so long a backlog slows every history read.
 fn move_gathered(
     history: &HistoryFile,
     write_turn: &WriteTurn,
     channels: &IndexerChannels,
 ) -> rusqlite::Result<()> {
-    loop {
-        let waiting = history.waiting()?;
-        if waiting < MERGE_AT {
-            return Ok(());
-        }
-        let gathered = history.read_gathered(MOVE_AT_MOST)?;
-        let rows = gathered.len();
-        let written = if waiting > YIELD_UP_TO {
-            // So long a backlog slows every history read: written now, at
-            // this thread's normal priority.
-            history.write_gathered(&gathered)?
+    let moved = history.move_gathered_with(MERGE_AT, write_turn, |gathered, waiting| {
+        if waiting > YIELD_UP_TO {
+            Some(history.write_gathered(&gathered))
         } else {
-            match channels.index(gathered) {
-                Some(written) => written?,
-                None => return Ok(()),
-            }
-        };
-        history.delete_moved(write_turn)?;
-        tracing::debug!(history = %history.path().display(), rows, written, "moved history rows");
+            channels.index(gathered)
+        }
+    })?;
+    if moved > 0 {
+        tracing::debug!(history = %history.path().display(), moved, "moved history rows");
     }
+    Ok(())
 }
 
 /// The indexer thread: writes what the mover hands it, at idle priority,
